@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# Build a real control plane for the tests from the Go module proxy:
+#   kube-apiserver and kube-controller-manager (k8s.io/kubernetes ${KUBE_VERSION}) and
+#   etcd (go.etcd.io/etcd/server/v3 ${ETCD_VERSION}, the version that Kubernetes release pins).
+# into ${FACEPIPE_TOOLS_CACHE:-/var/cache/facepipe-tools}/kube-${KUBE_VERSION}/bin/.
+#
+# Idempotent: when the binaries and their stamp are already there it returns in well under a second.
+# The Go module cache and build cache live in the same cache dir, so a rebuild after a version bump
+# reuses them. Progress goes to stderr; the last line on stdout is the bin dir, so
+#   BIN=$(bash .ci/install-kube.sh)
+# works. Needs Go (>= the go directive of k8s.io/kubernetes) and the Go module proxy.
+# Honours GOFLAGS (for example GOFLAGS=-p=1 to leave a core free) and FACEPIPE_TOOLS_CACHE.
+set -euo pipefail
+
+KUBE_VERSION=v1.36.3
+ETCD_VERSION=v3.6.8 # build/dependencies.yaml of k8s.io/kubernetes v1.36.3: etcd 3.6.8
+KUBE_COMMANDS=(kube-apiserver kube-controller-manager)
+
+CACHE=${FACEPIPE_TOOLS_CACHE:-/var/cache/facepipe-tools}
+ROOT=$CACHE/kube-$KUBE_VERSION
+BIN=$ROOT/bin
+STAMP_WANTED="kubernetes=$KUBE_VERSION etcd=$ETCD_VERSION commands=${KUBE_COMMANDS[*]}"
+
+log() { printf '[install-kube] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+t_start=$(date +%s.%N)
+elapsed() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1fs", b - a }'; }
+
+# openssl makes the test certificates (tests/support/kube.py).
+if ! command -v openssl >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        log "installing openssl with apt-get"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssl >&2
+    else
+        log "warning: openssl is missing and cannot be installed here; the kube tests will skip"
+    fi
+fi
+
+have_all() {
+    local name
+    for name in "${KUBE_COMMANDS[@]}" etcd; do
+        [ -x "$BIN/$name" ] || return 1
+    done
+    [ -f "$BIN/.stamp" ] && [ "$(cat "$BIN/.stamp")" = "$STAMP_WANTED" ]
+}
+
+if have_all; then
+    log "cached: $STAMP_WANTED ($(elapsed "$t_start"))"
+    echo "$BIN"
+    exit 0
+fi
+
+command -v go >/dev/null 2>&1 || die "go is not on PATH"
+mkdir -p "$ROOT" 2>/dev/null || die "cannot create $ROOT (set FACEPIPE_TOOLS_CACHE to a writable dir)"
+
+# One build at a time per cache dir; a second caller waits and then finds the binaries.
+exec 9>"$ROOT/.lock"
+flock 9
+if have_all; then
+    log "built meanwhile by another run: $STAMP_WANTED"
+    echo "$BIN"
+    exit 0
+fi
+
+export GOPATH=$ROOT/gopath
+export GOMODCACHE=$ROOT/gomodcache
+export GOCACHE=$ROOT/gocache
+export CGO_ENABLED=0
+# -modcacherw: the module cache stays deletable with rm -rf.
+export GOFLAGS="${GOFLAGS:-} -modcacherw"
+export GOWORK=off
+mkdir -p "$BIN"
+rm -f "$BIN/.stamp"
+log "go: $(go version); cache: $ROOT; GOFLAGS=$GOFLAGS"
+
+# --- Kubernetes -----------------------------------------------------------------------------
+t0=$(date +%s.%N)
+staging_version="v0.${KUBE_VERSION#v1.}"
+kube_mod_json=$(go mod download -json "k8s.io/kubernetes@$KUBE_VERSION")
+kube_gomod=$(printf '%s\n' "$kube_mod_json" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')
+[ -f "$kube_gomod" ] || die "go mod download gave no go.mod for k8s.io/kubernetes@$KUBE_VERSION"
+go_directive=$(sed -n 's/^go \([0-9.]*\)$/\1/p' "$kube_gomod")
+# Its go.mod replaces every staging module with ./staging/src/k8s.io/<name>; those directories are
+# not in the module zip, so point each at its published tag instead (v1.X.Y -> v0.X.Y).
+mapfile -t staging < <(sed -n 's|^[[:space:]]*\(k8s\.io/[^[:space:]]*\)[[:space:]]*=>[[:space:]]*\./staging/src/.*$|\1|p' "$kube_gomod")
+[ "${#staging[@]}" -gt 10 ] || die "found only ${#staging[@]} staging replace lines in $kube_gomod"
+log "k8s.io/kubernetes $KUBE_VERSION: go $go_directive, ${#staging[@]} staging modules -> $staging_version"
+
+kmod=$ROOT/build-kubernetes
+rm -rf "$kmod"
+mkdir -p "$kmod"
+{
+    echo "module facepipe.invalid/kube-tools"
+    echo
+    echo "go $go_directive"
+    echo
+    echo "require k8s.io/kubernetes $KUBE_VERSION"
+    echo
+    echo "replace ("
+    for m in "${staging[@]}"; do
+        echo "	$m => $m $staging_version"
+    done
+    echo ")"
+} >"$kmod/go.mod"
+
+kube_pkgs=()
+for name in "${KUBE_COMMANDS[@]}"; do
+    kube_pkgs+=("k8s.io/kubernetes/cmd/$name")
+done
+(cd "$kmod" && go get "${kube_pkgs[@]/%/@$KUBE_VERSION}" >&2)
+log "kubernetes modules resolved ($(elapsed "$t0"))"
+
+# The same -X flags as hack/lib/version.sh, so /version says v1.36.3 (helm's kubeVersion checks
+# and client version-skew warnings read it) rather than v0.0.0-master.
+minor=${KUBE_VERSION#v1.}
+minor=${minor%%.*}
+build_date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+ldflags="-s -w"
+for pkg in k8s.io/client-go/pkg/version k8s.io/component-base/version; do
+    ldflags+=" -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$build_date"
+done
+t1=$(date +%s.%N)
+log "building ${KUBE_COMMANDS[*]} (first time: tens of minutes on 2 cores)"
+(cd "$kmod" && go build -trimpath -ldflags="$ldflags" -o "$kmod/out/" "${kube_pkgs[@]}")
+for name in "${KUBE_COMMANDS[@]}"; do
+    mv -f "$kmod/out/$name" "$BIN/$name"
+done
+log "built ${KUBE_COMMANDS[*]} ($(elapsed "$t1"))"
+
+# --- etcd -------------------------------------------------------------------------------------
+# Since 3.5 the etcd main package is the root of the go.etcd.io/etcd/server/v3 module; it gets its
+# own throwaway module so its dependency versions don't mix with Kubernetes'.
+t2=$(date +%s.%N)
+emod=$ROOT/build-etcd
+rm -rf "$emod"
+mkdir -p "$emod"
+printf 'module facepipe.invalid/etcd-tools\n\ngo %s\n\nrequire go.etcd.io/etcd/server/v3 %s\n' \
+    "$go_directive" "$ETCD_VERSION" >"$emod/go.mod"
+(cd "$emod" && go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >&2)
+(cd "$emod" && go build -trimpath -ldflags="-s -w" -o "$emod/out/etcd" go.etcd.io/etcd/server/v3)
+mv -f "$emod/out/etcd" "$BIN/etcd"
+log "built etcd $ETCD_VERSION ($(elapsed "$t2"))"
+
+for name in "${KUBE_COMMANDS[@]}"; do
+    log "$name: $("$BIN/$name" --version 2>&1 | head -n1)"
+done
+log "etcd: $("$BIN/etcd" --version 2>&1 | head -n1)"
+echo "$STAMP_WANTED" >"$BIN/.stamp"
+log "done in $(elapsed "$t_start")"
+echo "$BIN"

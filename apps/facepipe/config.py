@@ -1,0 +1,380 @@
+"""Configuration of every component, in one place: environment variables with matching flags.
+
+Each setting is a dataclass field carrying its environment variable, help text and check.
+A value comes from the command-line flag if given, else from the environment, else the default.
+`--check-config` prints the effective configuration (secrets masked) and exits; a bad value
+exits with status 2 and a message naming the flag and the variable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import socket
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, TypeVar
+
+from facepipe import contract
+
+T = TypeVar("T")
+Check = Callable[[Any], str | None]
+
+
+class ConfigError(ValueError):
+    """One or more settings are invalid; the message lists each with its flag and variable."""
+
+
+def setting(
+    default: Any,
+    env: str | tuple[str, ...],
+    help: str,
+    *,
+    choices: tuple[str, ...] | None = None,
+    check: Check | None = None,
+    secret: bool = False,
+) -> Any:
+    """Declare a setting. `env` is the variable name (or names: the first one wins)."""
+    names = (env,) if isinstance(env, str) else env
+    meta = {"env": names, "help": help, "choices": choices, "check": check, "secret": secret}
+    return field(default=default, metadata=meta)
+
+
+def group(prefix_env: str, prefix_flag: str, factory: Callable[[], Any], help: str) -> Any:
+    """Declare a nested group whose variables are `<prefix_env><NAME>` and flags `--<prefix_flag>-<name>`."""
+    meta = {"group": (prefix_env, prefix_flag), "help": help}
+    return field(default_factory=factory, metadata=meta)
+
+
+def port(value: int) -> str | None:
+    return None if 1 <= value <= 65535 else "must be a TCP port (1..65535)"
+
+
+def http_port(value: int) -> str | None:
+    return None if 0 <= value <= 65535 else "must be 0 (disabled) or a TCP port (1..65535)"
+
+
+def qos(value: int) -> str | None:
+    return None if value in (0, 1) else "must be 0 or 1"
+
+
+def positive(value: float) -> str | None:
+    return None if value > 0 else "must be greater than 0"
+
+
+def non_negative(value: float) -> str | None:
+    return None if value >= 0 else "must be 0 or more"
+
+
+def fraction(value: float) -> str | None:
+    return None if 0.0 <= value <= 1.0 else "must be between 0 and 1"
+
+
+def identifier(value: str) -> str | None:
+    return None if contract.ID_PATTERN.match(value) else f"must match {contract.ID_PATTERN.pattern}"
+
+
+def topic_name(value: str) -> str | None:
+    if not value or any(c in value for c in "+#\0") or value.startswith("$") or value.endswith("/"):
+        return "must be a non-empty MQTT topic name without wildcards, a leading $ or a trailing /"
+    return None
+
+
+def store_url(value: str) -> str | None:
+    if value.startswith("file://") and len(value) > len("file://"):
+        return None
+    if value.startswith("s3://") and value[len("s3://") :].split("/", 1)[0]:
+        return None
+    return "must be file:///path/to/dir or s3://bucket[/prefix]"
+
+
+def default_device_id() -> str:
+    """The host name, made into a valid id (pods get their pod name)."""
+    name = "".join(c if c.isalnum() or c in "._-" else "-" for c in socket.gethostname())
+    return name.strip("-._")[:63] or "device"
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    """One MQTT broker connection; used with the LOCAL_MQTT_ or REMOTE_MQTT_ prefix."""
+
+    host: str = setting("localhost", "HOST", "broker host name or address")
+    port: int = setting(contract.MQTT_PORT, "PORT", "broker port (1883 plain, 8883 TLS)", check=port)
+    topic: str = setting(contract.DEFAULT_LOCAL_TOPIC, "TOPIC", "topic (the base topic for the cloud)", check=topic_name)
+    qos: int = setting(1, "QOS", "MQTT QoS for this hop (0 or 1)", check=qos)
+    username: str = setting("", "USERNAME", "user name (empty: anonymous)")
+    password: str = setting("", "PASSWORD", "password", secret=True)
+    tls: bool = setting(False, "TLS", "connect with TLS")
+    ca_file: str = setting("", "CA_FILE", "CA bundle that signs the broker's certificate (TLS)")
+    cert_file: str = setting("", "CERT_FILE", "client certificate for mutual TLS")
+    key_file: str = setting("", "KEY_FILE", "client key for mutual TLS", secret=True)
+    client_id: str = setting("", "CLIENT_ID", "MQTT client id (empty: facepipe-<component>-<device>)")
+    keepalive: int = setting(30, "KEEPALIVE", "keepalive seconds", check=positive)
+
+    @property
+    def address(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+def remote_broker() -> BrokerSettings:
+    return BrokerSettings(topic=contract.DEFAULT_REMOTE_TOPIC)
+
+
+@dataclass(frozen=True)
+class CommonSettings:
+    """What every long-running component shares: identity, HTTP endpoint, logging."""
+
+    device_id: str = setting(default_device_id(), "FACEPIPE_DEVICE_ID", "this device's id (topics, keys)", check=identifier)
+    http_host: str = setting("0.0.0.0", "FACEPIPE_HTTP_HOST", "address of the /healthz /readyz /metrics server")
+    http_port: int = setting(8080, "FACEPIPE_HTTP_PORT", "port of the /healthz /readyz /metrics server (0: off)", check=http_port)
+    log_level: str = setting("info", "FACEPIPE_LOG_LEVEL", "log level", choices=("debug", "info", "warning", "error"))
+    log_format: str = setting("json", "FACEPIPE_LOG_FORMAT", "log line format", choices=("json", "text"))
+    summary_file: str = setting("", "FACEPIPE_SUMMARY_FILE", "write a JSON summary of the counters here on exit")
+
+
+def common() -> CommonSettings:
+    return CommonSettings()
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    """Face detection on the camera."""
+
+    detector: str = setting("yunet", "FACEPIPE_DETECTOR", "face detector", choices=("yunet", "haar"))
+    model_dir: str = setting("", "FACEPIPE_MODEL_DIR", "directory of fetched model files (empty: the default cache)")
+    score_threshold: float = setting(0.6, "FACEPIPE_SCORE_THRESHOLD", "minimum detector score (yunet)", check=fraction)
+    detect_width: int = setting(320, "FACEPIPE_DETECT_WIDTH", "width of the downscaled copy detection runs on (0: full size)", check=non_negative)
+    min_face: int = setting(20, "FACEPIPE_MIN_FACE", "smallest face kept, in source pixels", check=non_negative)
+
+
+@dataclass(frozen=True)
+class CameraSettings:
+    common: CommonSettings = group("", "", common, "common")
+    broker: BrokerSettings = group("LOCAL_MQTT_", "local", BrokerSettings, "edge broker the camera publishes to")
+    detect: DetectorSettings = group("", "", DetectorSettings, "detector")
+    source: str = setting("/dev/video0", "FACEPIPE_SOURCE", "V4L2 device (path or index), rtsp:// or http(s):// URL, video file, or image directory")
+    camera_id: str = setting("cam0", "FACEPIPE_CAMERA_ID", "this camera's id (properties, keys)", check=identifier)
+    crop_margin: float = setting(0.2, "FACEPIPE_CROP_MARGIN", "margin added around each face, as a fraction of its size", check=non_negative)
+    image_format: str = setting("png", "FACEPIPE_IMAGE_FORMAT", "encoding of the published crops", choices=("png", "jpeg"))
+    jpeg_quality: int = setting(90, "FACEPIPE_JPEG_QUALITY", "JPEG quality (1..100)", check=lambda v: None if 1 <= v <= 100 else "must be 1..100")
+    png_compression: int = setting(1, "FACEPIPE_PNG_COMPRESSION", "PNG compression level (0..9)", check=lambda v: None if 0 <= v <= 9 else "must be 0..9")
+    realtime: bool = setting(False, "FACEPIPE_REALTIME", "play a file at its own frame rate and drop frames like a live camera")
+    loop: bool = setting(False, "FACEPIPE_LOOP", "start a file or image directory again when it ends")
+    max_fps: float = setting(0.0, "FACEPIPE_MAX_FPS", "cap on frames analysed per second (0: no cap)", check=non_negative)
+    reconnect_seconds: float = setting(5.0, "FACEPIPE_SOURCE_RETRY_SECONDS", "wait before reopening a live source that failed", check=positive)
+
+
+@dataclass(frozen=True)
+class LoggerSettings:
+    common: CommonSettings = group("", "", common, "common")
+    broker: BrokerSettings = group("LOCAL_MQTT_", "local", BrokerSettings, "edge broker the logger subscribes to")
+
+
+@dataclass(frozen=True)
+class ForwarderSettings:
+    common: CommonSettings = group("", "", common, "common")
+    local: BrokerSettings = group("LOCAL_MQTT_", "local", BrokerSettings, "edge broker to read faces from")
+    remote: BrokerSettings = group("REMOTE_MQTT_", "remote", remote_broker, "cloud broker to forward faces to")
+    max_inflight: int = setting(100, "FACEPIPE_MAX_INFLIGHT", "unacknowledged QoS 1 messages in flight to the cloud", check=positive)
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """Where processed faces go."""
+
+    store: str = setting("file:///var/lib/facepipe/faces", "FACEPIPE_STORE", "file:///dir or s3://bucket/prefix", check=store_url)
+    s3_endpoint_url: str = setting("", "AWS_ENDPOINT_URL", "S3 endpoint for S3-compatible stores (empty: AWS)")
+    s3_region: str = setting("", ("AWS_REGION", "AWS_DEFAULT_REGION"), "S3 region (empty: the AWS default chain)")
+    s3_sse: str = setting("none", "FACEPIPE_S3_SSE", "server-side encryption", choices=("none", "AES256", "aws:kms"))
+    s3_kms_key_id: str = setting("", "FACEPIPE_S3_KMS_KEY_ID", "KMS key for aws:kms encryption (empty: the bucket's default key)")
+    retention_days: int = setting(0, "FACEPIPE_RETENTION_DAYS", "delete faces older than this many days (S3 lifecycle rule / directory pruning; 0: keep)", check=non_negative)
+
+
+@dataclass(frozen=True)
+class ProcessorSettings:
+    common: CommonSettings = group("", "", common, "common")
+    broker: BrokerSettings = group("REMOTE_MQTT_", "remote", remote_broker, "cloud broker the processor subscribes to")
+    storage: StoreSettings = group("", "", StoreSettings, "storage")
+    share_group: str = setting("", "FACEPIPE_SHARE_GROUP", "shared-subscription group, for several replicas (empty: none)")
+    workers: int = setting(4, "FACEPIPE_WORKERS", "threads validating and storing faces", check=positive)
+    max_bytes: int = setting(contract.DEFAULT_MAX_PAYLOAD_BYTES, "FACEPIPE_MAX_BYTES", "largest accepted payload in bytes", check=positive)
+    max_pixels: int = setting(contract.DEFAULT_MAX_PIXELS, "FACEPIPE_MAX_PIXELS", "largest accepted image in pixels", check=positive)
+    session_expiry: int = setting(86400, "FACEPIPE_SESSION_EXPIRY", "seconds the broker keeps this processor's session and queued faces (0: clean session)", check=non_negative)
+    store_retry_max_seconds: float = setting(30.0, "FACEPIPE_STORE_RETRY_MAX_SECONDS", "longest wait between retries of a failed store", check=positive)
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """`facepipe probe`: publish one synthetic face and wait until a component's counter shows it (helm test)."""
+
+    common: CommonSettings = group("", "", common, "common")
+    broker: BrokerSettings = group("LOCAL_MQTT_", "local", BrokerSettings, "broker to publish the test face to")
+    metrics_url: str = setting("", "FACEPIPE_PROBE_METRICS_URL", "/metrics URL of the component that must see the face")
+    metric: str = setting("", "FACEPIPE_PROBE_METRIC", "counter that must increase, e.g. facepipe_processor_stored_total")
+    timeout: float = setting(60.0, "FACEPIPE_PROBE_TIMEOUT", "seconds to wait for the counter", check=positive)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """`facepipe run`: the whole pipeline on one machine."""
+
+    camera: CameraSettings = group("", "", CameraSettings, "camera")
+    storage: StoreSettings = group("", "", StoreSettings, "storage")
+    external_brokers: bool = setting(False, "FACEPIPE_EXTERNAL_BROKERS", "use the LOCAL_MQTT_* / REMOTE_MQTT_* brokers instead of starting two")
+    remote: BrokerSettings = group("REMOTE_MQTT_", "remote", remote_broker, "cloud broker (with --external-brokers)")
+    mosquitto: str = setting("mosquitto", "FACEPIPE_MOSQUITTO", "mosquitto binary for the brokers run starts")
+    workdir: str = setting("", "FACEPIPE_RUN_DIR", "directory for brokers' files and component logs (empty: a temporary one)")
+    drain_timeout: float = setting(60.0, "FACEPIPE_DRAIN_TIMEOUT", "seconds without progress before run stops waiting for faces to be stored", check=positive)
+
+
+# --- the machinery -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Leaf:
+    path: tuple[str, ...]
+    env: tuple[str, ...]
+    flag: str
+    kind: type
+    default: Any
+    help: str
+    choices: tuple[str, ...] | None
+    check: Check | None
+    secret: bool
+
+
+def _field_type(owner: type, name: str) -> Any:
+    return typing.get_type_hints(owner)[name]
+
+
+def _leaves(
+    cls: type, env_prefix: str = "", flag_prefix: str = "", path: tuple[str, ...] = (), defaults: Any = None
+) -> list[_Leaf]:
+    """Flatten the settings tree; `defaults` is the instance a group's factory made (its defaults win)."""
+    out: list[_Leaf] = []
+    for f in dataclasses.fields(cls):
+        kind = _field_type(cls, f.name)
+        if "group" in f.metadata:
+            sub_env, sub_flag = f.metadata["group"]
+            flag = "-".join(p for p in (flag_prefix, sub_flag) if p)
+            sub_defaults = f.default_factory() if defaults is None else getattr(defaults, f.name)  # type: ignore[misc]
+            out += _leaves(kind, env_prefix + sub_env, flag, path + (f.name,), sub_defaults)
+            continue
+        flag_name = f.name.replace("_", "-") if not flag_prefix else f"{flag_prefix}-{f.name.replace('_', '-')}"
+        out.append(
+            _Leaf(
+                path=path + (f.name,),
+                env=tuple(env_prefix + e for e in f.metadata["env"]),
+                flag="--" + flag_name,
+                kind=kind if isinstance(kind, type) else str,
+                default=f.default if defaults is None else getattr(defaults, f.name),
+                help=f.metadata["help"],
+                choices=f.metadata["choices"],
+                check=f.metadata["check"],
+                secret=f.metadata["secret"],
+            )
+        )
+    return out
+
+
+def _convert(leaf: _Leaf, raw: str) -> Any:
+    if leaf.kind is bool:
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError(f"{raw!r} is not a boolean (true/false)")
+    if leaf.kind is int:
+        return int(raw.strip())
+    if leaf.kind is float:
+        return float(raw.strip())
+    return raw
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Add one flag per setting of `cls` (values stay strings; `load` converts and checks them)."""
+    for leaf in _leaves(cls):
+        extra = f" [{'|'.join(leaf.choices)}]" if leaf.choices else ""
+        shown = "(secret)" if leaf.secret else repr(leaf.default)
+        parser.add_argument(
+            leaf.flag,
+            dest="cfg:" + ".".join(leaf.path),
+            metavar=leaf.kind.__name__.upper() if leaf.kind is not bool else "BOOL",
+            help=f"{leaf.help}{extra}. Env {leaf.env[0]}; default {shown}",
+        )
+    parser.add_argument("--check-config", action="store_true", help="validate and print the effective configuration, then exit")
+
+
+def load(cls: type[T], args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None) -> T:
+    """Build `cls` from flags (if given) over environment over defaults; raise ConfigError listing every bad value."""
+    env = os.environ if environ is None else environ
+    values: dict[tuple[str, ...], Any] = {}
+    errors: list[str] = []
+    for leaf in _leaves(cls):
+        raw = getattr(args, "cfg:" + ".".join(leaf.path), None) if args is not None else None
+        origin = leaf.flag
+        if raw is None:
+            origin, raw = next(((name, env[name]) for name in leaf.env if name in env), ("default", None))
+        try:
+            value = leaf.default if raw is None else _convert(leaf, raw)
+        except ValueError as exc:
+            errors.append(f"{leaf.flag} / {leaf.env[0]} (from {origin}): {exc}")
+            continue
+        problem = None
+        if leaf.choices and value not in leaf.choices:
+            problem = f"{value!r} is not one of {', '.join(leaf.choices)}"
+        elif leaf.check is not None:
+            problem = leaf.check(value)
+        if problem:
+            errors.append(f"{leaf.flag} / {leaf.env[0]} = {'***' if leaf.secret else repr(value)} (from {origin}): {problem}")
+        values[leaf.path] = value
+    if errors:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
+    return _build(cls, values, ())
+
+
+def _build(cls: type[T], values: dict[tuple[str, ...], Any], path: tuple[str, ...]) -> T:
+    kwargs = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        here = path + (f.name,)
+        kwargs[f.name] = _build(_field_type(cls, f.name), values, here) if "group" in f.metadata else values[here]
+    return cls(**kwargs)
+
+
+def describe(settings: Any) -> dict[str, Any]:
+    """The effective configuration as a dict, secrets masked, keyed by environment variable."""
+    out: dict[str, Any] = {}
+    for leaf in _leaves(type(settings)):
+        value: Any = settings
+        for part in leaf.path:
+            value = getattr(value, part)
+        out[leaf.env[0]] = "***" if leaf.secret and value else value
+    return out
+
+
+def print_effective(component: str, settings: Any) -> None:
+    json.dump({"component": component, "valid": True, "config": describe(settings)}, sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")
+
+
+def environment_names(cls: type) -> list[str]:
+    """Every environment variable `cls` reads (the charts' tests check theirs against this list)."""
+    return [name for leaf in _leaves(cls) for name in leaf.env]
+
+
+def check_readable(path: str, what: str) -> None:
+    """Fail early, with the setting's name, when a configured file is missing."""
+    if path and not Path(path).is_file():
+        raise ConfigError(f"invalid configuration:\n  {what}: file {path!r} does not exist")
+
+
+__all__ = [
+    "BrokerSettings", "CameraSettings", "CommonSettings", "ConfigError", "DetectorSettings",
+    "ForwarderSettings", "LoggerSettings", "ProbeSettings", "ProcessorSettings", "RunSettings", "StoreSettings",
+    "add_arguments", "describe", "environment_names", "load", "print_effective",
+]  # fmt: skip

@@ -1,0 +1,224 @@
+"""The contract every component, test and benchmark shares: topics, message properties, keys.
+
+A face message is one encoded image crop as the MQTT payload, with its metadata in MQTT 5
+properties (content type + user properties). Object keys derive from that metadata alone,
+so a redelivered message overwrites its own object instead of adding a copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+SCHEMA = "facepipe/1"
+
+DEFAULT_LOCAL_TOPIC = "cam_bin"
+DEFAULT_REMOTE_TOPIC = "cam_bin_remote"
+MQTT_PORT = 1883
+MQTTS_PORT = 8883
+
+DEFAULT_MAX_PAYLOAD_BYTES = 2 * 1024 * 1024
+DEFAULT_MAX_PIXELS = 4096 * 4096
+
+PNG = "image/png"
+JPEG = "image/jpeg"
+CONTENT_TYPES = {"png": PNG, "jpeg": JPEG}
+
+# Device, camera and boot ids appear in topics, object keys and file names: keep them tame.
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+UNKNOWN_DEVICE = "unknown"
+
+# Names of the user properties, in the order they are published.
+USER_PROPERTY_NAMES = (
+    "schema", "device", "camera", "boot", "seq", "captured_at",
+    "frame", "face", "bbox", "score", "detector", "track",
+)  # fmt: skip
+
+
+class ContractError(ValueError):
+    """A message or identifier that breaks the contract; `reason` is a short, fixed label."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def check_id(kind: str, value: str) -> str:
+    """Return `value` when it is a valid device/camera/boot id, else raise ContractError."""
+    if not ID_PATTERN.match(value):
+        raise ContractError("bad_metadata", f"{kind} {value!r} must match {ID_PATTERN.pattern}")
+    return value
+
+
+def remote_topic(base: str, device: str) -> str:
+    """The cloud topic a device's forwarder publishes to: `<base>/<device>`."""
+    return f"{base}/{device}"
+
+
+def remote_subscription(base: str, share_group: str = "") -> str:
+    """The processor's subscription: every device under `base`, shared when a group is given."""
+    topic = f"{base}/#"
+    return f"$share/{share_group}/{topic}" if share_group else topic
+
+
+def device_from_topic(base: str, topic: str) -> str:
+    """The device id a cloud topic belongs to (`<base>/<device>`), or `unknown` for the base itself."""
+    if topic == base:
+        return UNKNOWN_DEVICE
+    prefix = base + "/"
+    if not topic.startswith(prefix) or "/" in topic[len(prefix) :]:
+        raise ContractError("bad_topic", f"topic {topic!r} is not {base}/<device>")
+    return check_id("device", topic[len(prefix) :])
+
+
+def format_timestamp(moment: datetime) -> str:
+    """RFC 3339 UTC with milliseconds, e.g. 2026-11-24T21:34:05.123Z."""
+    utc = moment.astimezone(timezone.utc)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def parse_timestamp(text: str) -> datetime:
+    """Parse the `captured_at` form written by `format_timestamp`."""
+    if not re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", text):
+        raise ContractError("bad_metadata", f"captured_at {text!r} is not YYYY-MM-DDTHH:MM:SS.mmmZ")
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    except ValueError as exc:
+        raise ContractError("bad_metadata", f"captured_at {text!r}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class FaceMeta:
+    """The metadata of one published face crop."""
+
+    device: str
+    camera: str
+    boot: str
+    seq: int
+    captured_at: datetime
+    frame: int
+    face: int
+    bbox: tuple[int, int, int, int]
+    score: float
+    detector: str
+    content_type: str = PNG
+    track: int | None = None
+
+    def user_properties(self) -> list[tuple[str, str]]:
+        pairs = [
+            ("schema", SCHEMA),
+            ("device", self.device),
+            ("camera", self.camera),
+            ("boot", self.boot),
+            ("seq", str(self.seq)),
+            ("captured_at", format_timestamp(self.captured_at)),
+            ("frame", str(self.frame)),
+            ("face", str(self.face)),
+            ("bbox", ",".join(str(v) for v in self.bbox)),
+            ("score", f"{self.score:.3f}"),
+            ("detector", self.detector),
+        ]
+        if self.track is not None:
+            pairs.append(("track", str(self.track)))
+        return pairs
+
+    def to_properties(self) -> Properties:
+        props = Properties(PacketTypes.PUBLISH)
+        props.ContentType = self.content_type
+        props.UserProperty = self.user_properties()
+        return props
+
+    @classmethod
+    def from_user_properties(cls, pairs: list[tuple[str, str]], content_type: str | None) -> "FaceMeta":
+        """Parse and validate published properties; raise ContractError naming the bad field."""
+        fields: dict[str, str] = {}
+        for name, value in pairs:
+            if name in fields:
+                raise ContractError("bad_metadata", f"user property {name!r} appears twice")
+            fields[name] = value
+        if fields.get("schema") != SCHEMA:
+            raise ContractError("bad_metadata", f"schema {fields.get('schema')!r} is not {SCHEMA!r}")
+        missing = [n for n in USER_PROPERTY_NAMES if n not in fields and n != "track"]
+        if missing:
+            raise ContractError("bad_metadata", f"missing user properties: {', '.join(missing)}")
+        if content_type not in (PNG, JPEG):
+            raise ContractError("bad_content_type", f"content type {content_type!r} is not {PNG} or {JPEG}")
+        if not re.fullmatch(r"[A-Za-z0-9._:/+-]{1,64}", fields["detector"]):
+            raise ContractError("bad_metadata", f"detector {fields['detector']!r} has unexpected characters")
+        bbox = tuple(_int(f"bbox[{i}]", v, minimum=0) for i, v in enumerate(fields["bbox"].split(",")))
+        if len(bbox) != 4:
+            raise ContractError("bad_metadata", f"bbox {fields['bbox']!r} is not x,y,w,h")
+        score = _float("score", fields["score"])
+        if not 0.0 <= score <= 1.0:
+            raise ContractError("bad_metadata", f"score {score} is outside 0..1")
+        track = fields.get("track")
+        return cls(
+            device=check_id("device", fields["device"]),
+            camera=check_id("camera", fields["camera"]),
+            boot=check_id("boot", fields["boot"]),
+            seq=_int("seq", fields["seq"], minimum=0),
+            captured_at=parse_timestamp(fields["captured_at"]),
+            frame=_int("frame", fields["frame"], minimum=0),
+            face=_int("face", fields["face"], minimum=0),
+            bbox=(bbox[0], bbox[1], bbox[2], bbox[3]),
+            score=score,
+            detector=fields["detector"],
+            content_type=content_type,
+            track=None if track is None else _int("track", track, minimum=0),
+        )
+
+    @classmethod
+    def from_properties(cls, props: Properties | None) -> "FaceMeta":
+        if props is None:
+            raise ContractError("bad_metadata", "message has no MQTT 5 properties")
+        return cls.from_user_properties(
+            list(getattr(props, "UserProperty", [])), getattr(props, "ContentType", None)
+        )
+
+    def storage_metadata(self) -> dict[str, str]:
+        """The metadata stored with the object (S3 user metadata / directory sidecar)."""
+        return dict(self.user_properties())
+
+
+def _int(name: str, text: str, minimum: int) -> int:
+    if not re.fullmatch(r"\d{1,12}", text.strip()):
+        raise ContractError("bad_metadata", f"{name} {text!r} is not a non-negative integer")
+    value = int(text)
+    if value < minimum:
+        raise ContractError("bad_metadata", f"{name} {value} is below {minimum}")
+    return value
+
+
+def _float(name: str, text: str) -> float:
+    if not re.fullmatch(r"\d{1,3}(\.\d{1,6})?", text):
+        raise ContractError("bad_metadata", f"{name} {text!r} is not a decimal number")
+    return float(text)
+
+
+def _date_path(prefix: str, device: str, moment: datetime) -> str:
+    utc = moment.astimezone(timezone.utc)
+    parts = [prefix.strip("/"), device, f"{utc:%Y}", f"{utc:%m}", f"{utc:%d}"]
+    return "/".join(p for p in parts if p)
+
+
+def _time_of_day(moment: datetime) -> str:
+    utc = moment.astimezone(timezone.utc)
+    return f"{utc:%H%M%S}.{utc.microsecond // 1000:03d}"
+
+
+def object_key(prefix: str, meta: FaceMeta) -> str:
+    """`<prefix>/<device>/<YYYY>/<MM>/<DD>/<HHMMSS.mmm>_<camera>_<boot>_<seq>.png`."""
+    name = f"{_time_of_day(meta.captured_at)}_{meta.camera}_{meta.boot}_{meta.seq}.png"
+    return f"{_date_path(prefix, meta.device, meta.captured_at)}/{name}"
+
+
+def anonymous_key(prefix: str, device: str, arrived_at: datetime, payload: bytes) -> str:
+    """Key for a face without metadata (an MQTT 3.1.1 publisher): arrival time + payload SHA-256."""
+    digest = hashlib.sha256(payload).hexdigest()
+    return f"{_date_path(prefix, device, arrived_at)}/{_time_of_day(arrived_at)}_sha256-{digest}.png"
