@@ -1,0 +1,361 @@
+"""Run the real helm (3 and 4) on the charts, parse what they render, and check it.
+
+Binaries: `bash .ci/install-helm.sh` puts helm3, helm4 and kubectl into
+`${FACEPIPE_TOOLS_CACHE:-/var/cache/facepipe-tools}/helm/`; `FACEPIPE_HELM3` / `FACEPIPE_HELM4`
+point elsewhere. checkov: `bash .ci/install-checkov.sh` (or `FACEPIPE_CHECKOV`).
+
+Also the README values tables: `python -m tests.support.helm readme charts/face-edge` rewrites the
+table between the README's markers from the `## @param` comments of values.yaml.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import yaml
+
+# The Kubernetes version the rendered manifests are validated against: current k3s.
+K8S_VERSION = "1.36"
+KUBE_VERSION_FLAG = f"v{K8S_VERSION}.0"  # helm template --kube-version
+
+REPO = Path(__file__).resolve().parents[2]
+CHARTS = REPO / "charts"
+VALUES_DIR = REPO / "tests" / "values"
+RELEASE = "face"
+NAMESPACE = "facepipe"
+
+# What `helm template` needs besides each chart's defaults: face-edge has no default cloud.host.
+DEFAULT_SETS: dict[str, tuple[str, ...]] = {
+    "face-edge": ("cloud.host=mqtt.example.com",),
+    "face-cloud": (),
+}
+PROFILE_PREFIX = {"face-edge": "edge-", "face-cloud": "cloud-"}
+CHART_NAMES = tuple(DEFAULT_SETS)
+INSTALL_HINT = "run `bash .ci/install-helm.sh` (or set FACEPIPE_HELM3 / FACEPIPE_HELM4)"
+
+
+def tools_dir() -> Path:
+    return Path(os.environ.get("FACEPIPE_TOOLS_CACHE", "/var/cache/facepipe-tools")) / "helm"
+
+
+def find_helm(major: int) -> Path | None:
+    """helm<major> from FACEPIPE_HELM<major>, else the tools cache; None when absent."""
+    env = os.environ.get(f"FACEPIPE_HELM{major}")
+    candidate = Path(env) if env else tools_dir() / f"helm{major}"
+    return candidate if candidate.is_file() and os.access(candidate, os.X_OK) else None
+
+
+def find_checkov() -> Path | None:
+    env = os.environ.get("FACEPIPE_CHECKOV")
+    candidate = Path(env) if env else tools_dir() / "checkov-venv" / "bin" / "checkov"
+    return candidate if candidate.is_file() and os.access(candidate, os.X_OK) else None
+
+
+class HelmError(RuntimeError):
+    def __init__(self, args: Sequence[str], result: subprocess.CompletedProcess[str]) -> None:
+        super().__init__(f"{' '.join(args)} exited {result.returncode}:\n{result.stderr}{result.stdout}")
+        self.result = result
+        self.stderr = result.stderr
+        self.output = result.stderr + result.stdout
+
+
+@dataclass(frozen=True)
+class Helm:
+    """One helm binary, run with private, empty helm home directories."""
+
+    name: str  # "helm3" or "helm4"
+    path: Path
+    home: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="facepipe-helm-")))
+
+    @functools.cached_property
+    def version(self) -> str:
+        return self.run("version", "--short").stdout.strip()
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        for name in ("CACHE", "CONFIG", "DATA"):
+            env[f"HELM_{name}_HOME"] = str(self.home / name.lower())
+        env.pop("KUBECONFIG", None)
+        return env
+
+    def run(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        cmd = [str(self.path), *args]
+        result = subprocess.run(cmd, capture_output=True, text=True, env=self.env(), timeout=timeout, check=False)
+        if check and result.returncode != 0:
+            raise HelmError(cmd, result)
+        return result
+
+    def template_text(
+        self,
+        chart: str | Path,
+        values: Iterable[str | Path] = (),
+        sets: Iterable[str] = (),
+        *,
+        release: str = RELEASE,
+        namespace: str = NAMESPACE,
+        check: bool = True,
+    ) -> subprocess.CompletedProcess[str]:
+        args = ["template", release, str(chart_dir(chart)), "--namespace", namespace, "--kube-version", KUBE_VERSION_FLAG]
+        for v in values:
+            args += ["--values", str(v)]
+        for s in sets:
+            args += ["--set", s]
+        return self.run(*args, check=check)
+
+    def template(self, chart: str | Path, values: Iterable[str | Path] = (), sets: Iterable[str] = (), **kw: Any) -> list[dict[str, Any]]:
+        return parse_documents(self.template_text(chart, values, sets, **kw).stdout)
+
+    def lint(self, chart: str | Path, sets: Iterable[str] = (), values: Iterable[str | Path] = ()) -> subprocess.CompletedProcess[str]:
+        args = ["lint", "--strict", str(chart_dir(chart)), "--kube-version", KUBE_VERSION_FLAG]
+        for v in values:
+            args += ["--values", str(v)]
+        for s in sets:
+            args += ["--set", s]
+        return self.run(*args, check=False)
+
+
+def chart_dir(chart: str | Path) -> Path:
+    path = Path(chart)
+    return path if path.is_absolute() else CHARTS / path
+
+
+def parse_documents(text: str) -> list[dict[str, Any]]:
+    """Every non-empty YAML document of helm's output, each with `_source` (its template path)."""
+    docs: list[dict[str, Any]] = []
+    for chunk in re.split(r"^---\s*$", text, flags=re.M):
+        source = re.search(r"^# Source: (.+)$", chunk, flags=re.M)
+        doc = yaml.safe_load(chunk)
+        if doc is None:
+            continue
+        if not isinstance(doc, dict):
+            raise ValueError(f"a rendered document is not a mapping: {chunk[:200]!r}")
+        doc["_source"] = source.group(1) if source else "?"
+        docs.append(doc)
+    return docs
+
+
+def strip_source(doc: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if k != "_source"}
+
+
+def profiles(chart: str) -> list[Path]:
+    """The tests/values profiles of a chart: edge-*.yaml for face-edge, cloud-*.yaml for face-cloud."""
+    return sorted(VALUES_DIR.glob(f"{PROFILE_PREFIX[chart]}*.yaml"))
+
+
+def profile_ids(chart: str) -> list[str]:
+    """'default' (the chart's values plus DEFAULT_SETS) and one id per profile file."""
+    return ["default", *(p.stem for p in profiles(chart))]
+
+
+def profile_args(chart: str, profile: str) -> tuple[tuple[Path, ...], tuple[str, ...]]:
+    """(values files, --set values) of a profile id."""
+    if profile == "default":
+        return (), DEFAULT_SETS[chart]
+    return (VALUES_DIR / f"{profile}.yaml",), ()
+
+
+class RenderCache:
+    """Each (helm, chart, profile) rendered once per test session."""
+
+    def __init__(self) -> None:
+        self._docs: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+
+    def get(self, helm: Helm, chart: str, profile: str) -> list[dict[str, Any]]:
+        key = (helm.name, chart, profile)
+        if key not in self._docs:
+            values, sets = profile_args(chart, profile)
+            self._docs[key] = helm.template(chart, values, sets)
+        return self._docs[key]
+
+
+# --- looking into rendered objects -----------------------------------------------------------------
+
+
+def by_kind(docs: Iterable[Mapping[str, Any]], kind: str) -> list[Mapping[str, Any]]:
+    return [d for d in docs if d.get("kind") == kind]
+
+
+def find(docs: Iterable[Mapping[str, Any]], kind: str, component: str) -> Mapping[str, Any]:
+    """The one object of `kind` whose app.kubernetes.io/component label is `component`."""
+    hits = [d for d in by_kind(docs, kind) if d["metadata"].get("labels", {}).get("app.kubernetes.io/component") == component]
+    if len(hits) != 1:
+        raise LookupError(f"expected one {kind} with component={component}, found {len(hits)}")
+    return hits[0]
+
+
+def maybe_find(docs: Iterable[Mapping[str, Any]], kind: str, component: str) -> Mapping[str, Any] | None:
+    try:
+        return find(docs, kind, component)
+    except LookupError:
+        return None
+
+
+def pod_spec(doc: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The pod spec of a Pod, Deployment, StatefulSet, DaemonSet or Job."""
+    if doc["kind"] == "Pod":
+        return doc["spec"]
+    return doc["spec"]["template"]["spec"]
+
+
+def workloads(docs: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    return [d for d in docs if d.get("kind") in ("Pod", "Deployment", "StatefulSet", "DaemonSet", "Job")]
+
+
+def containers(doc: Mapping[str, Any], init: bool = True) -> list[Mapping[str, Any]]:
+    spec = pod_spec(doc)
+    return list(spec.get("initContainers", []) if init else []) + list(spec["containers"])
+
+
+def env_map(container: Mapping[str, Any], placeholder: str = "placeholder") -> dict[str, str]:
+    """A container's env as a process would see it: `value`s as is, valueFrom as `placeholder`.
+
+    fieldRef metadata.name becomes a valid pod-name-like string, so id checks still apply.
+    """
+    out: dict[str, str] = {}
+    for item in container.get("env", []):
+        if "value" in item:
+            out[item["name"]] = str(item["value"])
+        elif "valueFrom" in item:
+            ref = item["valueFrom"]
+            if "fieldRef" in ref and ref["fieldRef"]["fieldPath"] == "metadata.name":
+                out[item["name"]] = "face-face-cloud-processor-0"
+            elif "fieldRef" in ref and ref["fieldRef"]["fieldPath"] == "metadata.namespace":
+                out[item["name"]] = NAMESPACE
+            else:
+                out[item["name"]] = placeholder
+        else:
+            out[item["name"]] = ""
+    return out
+
+
+def env_item(container: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
+    return next((e for e in container.get("env", []) if e["name"] == name), None)
+
+
+# --- Kubernetes schema and typed objects --------------------------------------------------------------
+
+
+def validate_strict(doc: Mapping[str, Any]) -> str | None:
+    """None when `doc` validates strictly against the Kubernetes K8S_VERSION schema, else the error."""
+    import kubernetes_validate
+
+    try:
+        kubernetes_validate.validate(strip_source(doc), K8S_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        path = "/".join(str(p) for p in exc.path)
+        return f"{doc['kind']}/{doc['metadata'].get('name')} at {path}: {exc.message}"
+    return None
+
+
+_TYPED = {
+    ("v1", "Pod"): "V1Pod",
+    ("v1", "Service"): "V1Service",
+    ("v1", "ServiceAccount"): "V1ServiceAccount",
+    ("v1", "ConfigMap"): "V1ConfigMap",
+    ("v1", "Secret"): "V1Secret",
+    ("v1", "PersistentVolumeClaim"): "V1PersistentVolumeClaim",
+    ("apps/v1", "Deployment"): "V1Deployment",
+    ("apps/v1", "StatefulSet"): "V1StatefulSet",
+    ("apps/v1", "DaemonSet"): "V1DaemonSet",
+    ("batch/v1", "Job"): "V1Job",
+    ("policy/v1", "PodDisruptionBudget"): "V1PodDisruptionBudget",
+    ("networking.k8s.io/v1", "NetworkPolicy"): "V1NetworkPolicy",
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): "V2HorizontalPodAutoscaler",
+}
+
+
+def typed(doc: Mapping[str, Any]) -> Any:
+    """The object as a `kubernetes` client model (V1Deployment, ...)."""
+    from kubernetes.client import ApiClient
+
+    model = _TYPED.get((doc["apiVersion"], doc["kind"]))
+    if model is None:
+        raise KeyError(f"no typed model for {doc['apiVersion']} {doc['kind']}")
+    return ApiClient().deserialize(json.dumps(strip_source(doc)), model, "application/json")
+
+
+# --- README values table ------------------------------------------------------------------------------
+
+PARAM = re.compile(r"^\s*## @param (\S+) (.*)$")
+SECTION = re.compile(r"^\s*## @section (.*)$")
+TABLE_BEGIN = "<!-- values-table:begin (generated: python -m tests.support.helm readme charts/<chart>) -->"
+TABLE_END = "<!-- values-table:end -->"
+
+
+def values_params(chart: str | Path) -> list[tuple[str, str, str]]:
+    """(section, key, description) of every `## @param` in values.yaml, in order."""
+    section = ""
+    out = []
+    for line in (chart_dir(chart) / "values.yaml").read_text().splitlines():
+        if m := SECTION.match(line):
+            section = m.group(1).strip()
+        elif m := PARAM.match(line):
+            out.append((section, m.group(1), m.group(2).strip()))
+    return out
+
+
+def lookup(values: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = values
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def leaf_keys(values: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys of values.yaml down to leaves (a non-empty mapping is descended into)."""
+    out = []
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out += leaf_keys(value, dotted + ".")
+        else:
+            out.append(dotted)
+    return out
+
+
+def _default_cell(value: Any) -> str:
+    text = json.dumps(value, separators=(", ", ": ")) if not isinstance(value, str) else json.dumps(value)
+    return "`" + text.replace("|", "\\|") + "`"
+
+
+def values_table(chart: str | Path) -> str:
+    values = yaml.safe_load((chart_dir(chart) / "values.yaml").read_text())
+    lines: list[str] = []
+    current = None
+    for section, key, description in values_params(chart):
+        if section != current:
+            lines += ["", f"### {section}", "", "| Key | Default | Description |", "| --- | --- | --- |"]
+            current = section
+        cell = description.replace("|", "\\|")
+        lines.append(f"| `{key}` | {_default_cell(lookup(values, key))} | {cell} |")
+    return "\n".join(lines).strip() + "\n"
+
+
+def render_readme(chart: str | Path) -> str:
+    readme = (chart_dir(chart) / "README.md").read_text()
+    begin, end = readme.index(TABLE_BEGIN), readme.index(TABLE_END)
+    return readme[: begin + len(TABLE_BEGIN)] + "\n\n" + values_table(chart) + "\n" + readme[end:]
+
+
+def main(argv: Sequence[str]) -> int:
+    if len(argv) == 2 and argv[0] == "readme":
+        path = chart_dir(argv[1]) if Path(argv[1]).is_absolute() else REPO / argv[1]
+        (path / "README.md").write_text(render_readme(path))
+        print(f"updated {path / 'README.md'}")
+        return 0
+    print("usage: python -m tests.support.helm readme charts/<chart>", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
