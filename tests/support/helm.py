@@ -17,9 +17,10 @@ import re
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import yaml
 
@@ -131,13 +132,13 @@ def chart_dir(chart: str | Path) -> Path:
 def parse_documents(text: str) -> list[dict[str, Any]]:
     """Every non-empty YAML document of helm's output, each with `_source` (its template path)."""
     docs: list[dict[str, Any]] = []
-    for chunk in re.split(r"^---\s*$", text, flags=re.M):
-        source = re.search(r"^# Source: (.+)$", chunk, flags=re.M)
+    for chunk in re.split(r"^---\s*$", text, flags=re.MULTILINE):
+        source = re.search(r"^# Source: (.+)$", chunk, flags=re.MULTILINE)
         doc = yaml.safe_load(chunk)
         if doc is None:
             continue
         if not isinstance(doc, dict):
-            raise ValueError(f"a rendered document is not a mapping: {chunk[:200]!r}")
+            raise TypeError(f"a rendered document is not a mapping: {chunk[:200]!r}")
         doc["_source"] = source.group(1) if source else "?"
         docs.append(doc)
     return docs
@@ -162,6 +163,35 @@ def profile_args(chart: str, profile: str) -> tuple[tuple[Path, ...], tuple[str,
     if profile == "default":
         return (), DEFAULT_SETS[chart]
     return (VALUES_DIR / f"{profile}.yaml",), ()
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Helm's merge of values files: mappings merge key by key, anything else replaces."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def effective_values(chart: str, profile: str) -> dict[str, Any]:
+    """values.yaml with the profile's values (and --set a.b=c strings) merged over it."""
+    values = yaml.safe_load((chart_dir(chart) / "values.yaml").read_text())
+    files, sets = profile_args(chart, profile)
+    for f in files:
+        values = deep_merge(values, yaml.safe_load(Path(f).read_text()) or {})
+    for item in sets:
+        dotted, raw = item.split("=", 1)
+        override: dict[str, Any] = {}
+        node = override
+        *parents, last = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = yaml.safe_load(raw)
+        values = deep_merge(values, override)
+    return values
 
 
 class RenderCache:
