@@ -104,8 +104,9 @@ class Helm:
         release: str = RELEASE,
         namespace: str = NAMESPACE,
         check: bool = True,
+        extra: Sequence[str] = (),
     ) -> subprocess.CompletedProcess[str]:
-        args = ["template", release, str(chart_dir(chart)), "--namespace", namespace, "--kube-version", KUBE_VERSION_FLAG]
+        args = [*extra, "template", release, str(chart_dir(chart)), "--namespace", namespace, "--kube-version", KUBE_VERSION_FLAG]
         for v in values:
             args += ["--values", str(v)]
         for s in sets:
@@ -114,6 +115,19 @@ class Helm:
 
     def template(self, chart: str | Path, values: Iterable[str | Path] = (), sets: Iterable[str] = (), **kw: Any) -> list[dict[str, Any]]:
         return parse_documents(self.template_text(chart, values, sets, **kw).stdout)
+
+    def notes(self, chart: str | Path, sets: Iterable[str] = (), values: Iterable[str | Path] = ()) -> str:
+        """NOTES.txt as `helm install` would print it (helm template skips NOTES: a copy renders it)."""
+        import shutil
+
+        with tempfile.TemporaryDirectory(prefix="facepipe-notes-") as tmp:
+            copy = Path(tmp) / chart_dir(chart).name
+            shutil.copytree(chart_dir(chart), copy)
+            notes = (copy / "templates" / "NOTES.txt").read_text()
+            (copy / "templates" / "_zz_notes.tpl").write_text('{{- define "zz.notes" -}}' + notes + "{{- end -}}")
+            (copy / "templates" / "zz-notes.yaml").write_text('notes: {{ include "zz.notes" . | toJson }}\n')
+            text = self.template_text(copy, values, sets, extra=["--show-only", "templates/zz-notes.yaml"]).stdout
+        return yaml.safe_load(text.split("\n", 2)[2])["notes"]
 
     def lint(self, chart: str | Path, sets: Iterable[str] = (), values: Iterable[str | Path] = ()) -> subprocess.CompletedProcess[str]:
         args = ["lint", "--strict", str(chart_dir(chart)), "--kube-version", KUBE_VERSION_FLAG]
@@ -216,8 +230,11 @@ def by_kind(docs: Iterable[Mapping[str, Any]], kind: str) -> list[Mapping[str, A
 
 
 def find(docs: Iterable[Mapping[str, Any]], kind: str, component: str) -> Mapping[str, Any]:
-    """The one object of `kind` whose app.kubernetes.io/component label is `component`."""
+    """The one object of `kind` whose app.kubernetes.io/component label is `component`
+    (among several, the one named `<fullname>-<component>`)."""
     hits = [d for d in by_kind(docs, kind) if d["metadata"].get("labels", {}).get("app.kubernetes.io/component") == component]
+    if len(hits) > 1:  # e.g. the broker's Service and its -external sibling: the plain name wins
+        hits = [d for d in hits if d["metadata"]["name"].endswith(f"-{component}")]
     if len(hits) != 1:
         raise LookupError(f"expected one {kind} with component={component}, found {len(hits)}")
     return hits[0]

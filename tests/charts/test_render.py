@@ -1,0 +1,82 @@
+"""helm lint --strict, helm template of the defaults and of every tests/values profile, and a
+strict Kubernetes schema check + typed parse of every rendered object, on Helm 3 and Helm 4."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from tests.support import helm as h
+
+CASES = [(chart, profile) for chart in h.CHART_NAMES for profile in h.profile_ids(chart)]
+CASE_IDS = [f"{chart}:{profile}" for chart, profile in CASES]
+
+
+def test_every_chart_has_profiles() -> None:
+    assert len(h.profiles("face-edge")) >= 4, "edge profiles: video devices, RTSP, each access mode"
+    assert len(h.profiles("face-cloud")) >= 2, "cloud profiles: S3 and PVC storage"
+    modes = {yaml.safe_load(p.read_text()).get("camera", {}).get("accessMode") for p in h.profiles("face-edge")}
+    assert {"privileged", "hostDevice", "devicePlugin"} <= modes
+    stores = {yaml.safe_load(p.read_text())["processor"]["store"]["type"] for p in h.profiles("face-cloud")}
+    assert stores == {"s3", "directory"}
+
+
+@pytest.mark.parametrize(("chart", "profile"), CASES, ids=CASE_IDS)
+def test_lint_strict(helm: h.Helm, chart: str, profile: str) -> None:
+    values, sets = h.profile_args(chart, profile)
+    result = helm.lint(chart, sets=sets, values=values)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout, result.stdout
+
+
+def test_edge_defaults_need_cloud_host(helm: h.Helm) -> None:
+    """Without cloud.host the install fails, and the message says what to set."""
+    result = helm.template_text("face-edge", check=False)
+    assert result.returncode != 0
+    assert "cloud.host is required" in result.stderr
+    assert "--set cloud.host=" in result.stderr
+
+
+def test_cloud_defaults_need_nothing(helm: h.Helm, render_cache: h.RenderCache) -> None:
+    assert render_cache.get(helm, "face-cloud", "default")
+
+
+@pytest.mark.parametrize(("chart", "profile"), CASES, ids=CASE_IDS)
+def test_objects_validate_strictly_and_parse(helm: h.Helm, render_cache: h.RenderCache, chart: str, profile: str) -> None:
+    docs = render_cache.get(helm, chart, profile)
+    assert docs, "nothing rendered"
+    errors = [e for d in docs if (e := h.validate_strict(d))]
+    assert not errors, "\n".join(errors)
+    for doc in docs:
+        obj = h.typed(doc)
+        assert obj.metadata.name == doc["metadata"]["name"]
+        assert obj.kind == doc["kind"]
+
+
+@pytest.mark.parametrize(("chart", "profile"), CASES, ids=CASE_IDS)
+def test_names_labels_and_namespace(helm: h.Helm, render_cache: h.RenderCache, chart: str, profile: str) -> None:
+    docs = render_cache.get(helm, chart, profile)
+    seen = set()
+    for doc in docs:
+        meta = doc["metadata"]
+        key = (doc["kind"], meta["name"])
+        assert key not in seen, f"duplicate {key}"
+        seen.add(key)
+        assert meta["namespace"] == h.NAMESPACE, key
+        assert len(meta["name"]) <= 63, key
+        labels = meta["labels"]
+        for label in ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/managed-by", "helm.sh/chart"):
+            assert label in labels, (key, label)
+        assert labels["app.kubernetes.io/name"] == chart
+        assert labels["app.kubernetes.io/instance"] == h.RELEASE
+
+
+def test_strict_validation_catches_unknown_fields() -> None:
+    """The validator really is strict (a typo in a template would not slip through)."""
+    bad = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "x"},
+        "spec": {"ports": [{"port": 80, "targetPrt": 80}]},
+    }
+    assert h.validate_strict(bad) is not None

@@ -1,0 +1,455 @@
+"""Wiring of the rendered objects: what reaches which container, which port, which Secret."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from tests.support import helm as h
+
+EDGE = [p for p in h.profile_ids("face-edge")]
+CLOUD = [p for p in h.profile_ids("face-cloud")]
+ALL = [("face-edge", p) for p in EDGE] + [("face-cloud", p) for p in CLOUD]
+ALL_IDS = [f"{c}:{p}" for c, p in ALL]
+APP_IMAGE = re.compile(r"(^|/)facepipe/facepipe[:@]")
+
+
+def app_containers(doc: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [c for c in h.containers(doc, init=False) if APP_IMAGE.search(c["image"])]
+
+
+def env_value(container: Mapping[str, Any], name: str) -> str | None:
+    item = h.env_item(container, name)
+    return None if item is None else item.get("value")
+
+
+# --- face-edge ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("profile", EDGE)
+def test_forwarder_carries_cloud_host_and_uplink(helm: h.Helm, render_cache: h.RenderCache, profile: str) -> None:
+    values = h.effective_values("face-edge", profile)
+    docs = render_cache.get(helm, "face-edge", profile)
+    (fwd,) = h.find(docs, "Deployment", "forwarder")["spec"]["template"]["spec"]["containers"]
+    cloud = values["cloud"]
+    assert env_value(fwd, "REMOTE_MQTT_HOST") == cloud["host"]
+    assert env_value(fwd, "REMOTE_MQTT_PORT") == str(cloud["port"])
+    assert env_value(fwd, "REMOTE_MQTT_TOPIC") == cloud["topic"]
+    assert env_value(fwd, "REMOTE_MQTT_TLS") == str(cloud["tls"]["enabled"]).lower()
+    device = values["deviceId"] or h.RELEASE
+    assert env_value(fwd, "FACEPIPE_DEVICE_ID") == device
+    auth = cloud["auth"]
+    if auth["existingSecret"] or auth["password"]:
+        for name, key in (("REMOTE_MQTT_USERNAME", auth["usernameKey"]), ("REMOTE_MQTT_PASSWORD", auth["passwordKey"])):
+            ref = h.env_item(fwd, name)["valueFrom"]["secretKeyRef"]
+            assert ref["key"] == key
+            if auth["existingSecret"]:
+                assert ref["name"] == auth["existingSecret"]
+    else:
+        assert h.env_item(fwd, "REMOTE_MQTT_PASSWORD") is None
+    mounts = {m["mountPath"]: m["name"] for m in fwd.get("volumeMounts", [])}
+    ca_file = env_value(fwd, "REMOTE_MQTT_CA_FILE")
+    if cloud["tls"]["enabled"] and (cloud["tls"]["ca"]["existingSecret"] or cloud["tls"]["ca"]["pem"]):
+        assert ca_file and ca_file.rsplit("/", 1)[0] in mounts
+    else:
+        assert ca_file is None
+    if cloud["tls"]["enabled"] and cloud["tls"]["clientCert"]["existingSecret"]:
+        assert env_value(fwd, "REMOTE_MQTT_CERT_FILE").rsplit("/", 1)[0] in mounts
+        assert env_value(fwd, "REMOTE_MQTT_KEY_FILE").rsplit("/", 1)[0] in mounts
+
+
+@pytest.mark.parametrize("profile", EDGE)
+def test_edge_apps_reach_the_broker_by_service_name(helm: h.Helm, render_cache: h.RenderCache, profile: str) -> None:
+    values = h.effective_values("face-edge", profile)
+    docs = render_cache.get(helm, "face-edge", profile)
+    svc = h.find(docs, "Service", "broker")
+    assert svc["spec"]["type"] == "ClusterIP", "the edge broker stays inside the cluster"
+    (port,) = svc["spec"]["ports"]
+    assert port["port"] == values["broker"]["port"]
+    for doc in h.workloads(docs):
+        for c in app_containers(doc):
+            assert env_value(c, "LOCAL_MQTT_HOST") == svc["metadata"]["name"], (doc["metadata"]["name"], c["name"])
+            assert env_value(c, "LOCAL_MQTT_PORT") == str(port["port"])
+            assert env_value(c, "LOCAL_MQTT_TOPIC") == values["mqtt"]["topic"]
+            if values["broker"]["auth"]["enabled"]:
+                assert "secretKeyRef" in h.env_item(c, "LOCAL_MQTT_PASSWORD")["valueFrom"]
+            else:
+                assert h.env_item(c, "LOCAL_MQTT_PASSWORD") is None
+
+
+@pytest.mark.parametrize("profile", EDGE)
+def test_camera_device_and_privilege_per_access_mode(helm: h.Helm, render_cache: h.RenderCache, profile: str) -> None:
+    values = h.effective_values("face-edge", profile)
+    cam_values = values["camera"]
+    docs = render_cache.get(helm, "face-edge", profile)
+    deploy = h.find(docs, "Deployment", "camera")
+    spec = deploy["spec"]["template"]["spec"]
+    (cam,) = spec["containers"]
+    source = cam_values["source"] or cam_values["device"]
+    assert env_value(cam, "FACEPIPE_SOURCE") == source
+    uses_device = source.startswith("/dev/")
+    mode = cam_values["accessMode"]
+    host_paths = [v for v in spec["volumes"] if "hostPath" in v]
+    devices = [v for v in host_paths if v["hostPath"].get("type") == "CharDevice"]
+    resources = cam.get("resources", {})
+    plugin = cam_values["devicePlugin"]["resourceName"]
+    privileged = cam["securityContext"].get("privileged", False)
+
+    # Privileged only in privileged mode with a device; every other container never.
+    assert privileged == (uses_device and mode == "privileged")
+    for doc in h.workloads(docs):
+        for c in h.containers(doc):
+            if c is not cam:
+                assert not c.get("securityContext", {}).get("privileged", False), c["name"]
+
+    if uses_device and mode in ("privileged", "hostDevice"):
+        # Exactly the configured device, from the node, at the same path.
+        assert [v["hostPath"]["path"] for v in devices] == [source]
+        mounts = [m for m in cam["volumeMounts"] if m["name"] == devices[0]["name"]]
+        assert [m["mountPath"] for m in mounts] == [source]
+        assert plugin not in resources.get("limits", {})
+    elif uses_device and mode == "devicePlugin":
+        assert devices == []
+        assert resources["limits"][plugin] == str(cam_values["devicePlugin"]["count"])
+    else:
+        assert devices == []
+        assert plugin not in resources.get("limits", {})
+    groups = spec["securityContext"].get("supplementalGroups", [])
+    assert groups == ([cam_values["videoGroupId"]] if uses_device else [])
+    if mode == "hostDevice" and uses_device:
+        assert cam["securityContext"]["allowPrivilegeEscalation"] is False
+        assert cam["securityContext"]["capabilities"]["drop"] == ["ALL"]
+
+
+@pytest.mark.parametrize("profile", EDGE)
+def test_forwarder_spool(helm: h.Helm, render_cache: h.RenderCache, profile: str) -> None:
+    spool = h.effective_values("face-edge", profile)["forwarder"]["spool"]
+    docs = render_cache.get(helm, "face-edge", profile)
+    deploy = h.find(docs, "Deployment", "forwarder")
+    spec = deploy["spec"]["template"]["spec"]
+    (fwd,) = spec["containers"]
+    assert deploy["spec"]["strategy"]["type"] == "Recreate", "one forwarder owns the spool"
+    assert env_value(fwd, "FACEPIPE_SPOOL_DIR") == (spool["mountPath"] if spool["enabled"] else None)
+    volume = next((v for v in spec["volumes"] if v["name"] == "spool"), None)
+    if not spool["enabled"]:
+        assert volume is None
+        return
+    assert {"name": "spool", "mountPath": spool["mountPath"]} in fwd["volumeMounts"]
+    if spool["type"] == "persistentVolumeClaim":
+        claim = volume["persistentVolumeClaim"]["claimName"]
+        pvcs = {d["metadata"]["name"]: d for d in h.by_kind(docs, "PersistentVolumeClaim")}
+        assert claim == spool["existingClaim"] or pvcs[claim]["spec"]["resources"]["requests"]["storage"] == spool["size"]
+    elif spool["type"] == "hostPath":
+        assert volume["hostPath"]["path"] == spool["hostPath"]
+        init = spec.get("initContainers", [])
+        assert bool(init) == spool["volumePermissions"]["enabled"]
+        for c in init:
+            assert c["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN"]}
+    else:
+        assert "emptyDir" in volume
+
+
+@pytest.mark.parametrize("profile", EDGE)
+def test_edge_helm_test_proves_forwarding(helm: h.Helm, render_cache: h.RenderCache, profile: str) -> None:
+    values = h.effective_values("face-edge", profile)
+    docs = render_cache.get(helm, "face-edge", profile)
+    pod = h.find(docs, "Pod", "test")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    (probe,) = pod["spec"]["containers"]
+    assert probe["args"] == ["probe"]
+    svc = h.find(docs, "Service", "forwarder")
+    port = svc["spec"]["ports"][0]["port"]
+    assert env_value(probe, "FACEPIPE_PROBE_METRICS_URL") == f"http://{svc['metadata']['name']}:{port}/metrics"
+    assert env_value(probe, "FACEPIPE_PROBE_METRIC") == "facepipe_forwarder_forwarded_total"
+    assert env_value(probe, "LOCAL_MQTT_TOPIC") == values["mqtt"]["topic"]
+
+
+def test_edge_privileged_mode_is_said_in_notes(helm: h.Helm) -> None:
+    """NOTES says when the camera runs privileged (the one exception to the secure defaults)."""
+    notes = helm.notes("face-edge", sets=["cloud.host=mqtt.example.com"])
+    assert "PRIVILEGED" in notes
+    assert "helm test" in notes
+    rtsp = helm.notes("face-edge", sets=["cloud.host=mqtt.example.com", "camera.source=rtsp://cam/stream"])
+    assert "PRIVILEGED" not in rtsp
+    host_device = helm.notes("face-edge", sets=["cloud.host=mqtt.example.com", "camera.accessMode=hostDevice"])
+    assert "PRIVILEGED" not in host_device and "Not privileged" in host_device
+
+
+def test_cloud_notes_say_how_to_verify(helm: h.Helm) -> None:
+    notes = helm.notes("face-cloud")
+    assert "helm test face" in notes
+    assert "broker.tls.hosts" in notes  # a generated certificate without the devices' names
+
+
+# --- face-cloud -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("profile", CLOUD)
+def test_processor_wiring(helm: h.Helm, render_cache: h.RenderCache, profile: str) -> None:
+    values = h.effective_values("face-cloud", profile)
+    p = values["processor"]
+    docs = render_cache.get(helm, "face-cloud", profile)
+    sts = h.find(docs, "StatefulSet", "processor")
+    (proc,) = sts["spec"]["template"]["spec"]["containers"]
+    broker_svc = h.find(docs, "Service", "broker")
+    assert env_value(proc, "REMOTE_MQTT_HOST") == broker_svc["metadata"]["name"]
+    assert env_value(proc, "REMOTE_MQTT_PORT") == str(values["broker"]["ports"]["mqtt"])
+    assert env_value(proc, "REMOTE_MQTT_TOPIC") == values["topic"]
+    assert env_value(proc, "FACEPIPE_SHARE_GROUP") == p["shareGroup"]
+    assert env_value(proc, "FACEPIPE_RETENTION_DAYS") == str(p["retentionDays"])
+    # A stable client id for the persistent session: the StatefulSet pod's name.
+    assert h.env_item(proc, "REMOTE_MQTT_CLIENT_ID")["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert sts["spec"]["serviceName"] in {d["metadata"]["name"] for d in h.by_kind(docs, "Service")}
+    if p["autoscaling"]["enabled"]:
+        assert "replicas" not in sts["spec"]
+        hpa = h.find(docs, "HorizontalPodAutoscaler", "processor")
+        assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": sts["metadata"]["name"]}
+    else:
+        assert sts["spec"]["replicas"] == p["replicaCount"]
+    has_pdb = h.maybe_find(docs, "PodDisruptionBudget", "processor") is not None
+    assert has_pdb == (p["pdb"]["create"] and (p["autoscaling"]["enabled"] or p["replicaCount"] > 1))
+
+    store = p["store"]
+    url = env_value(proc, "FACEPIPE_STORE")
+    if store["type"] == "s3":
+        s3 = store["s3"]
+        assert url == f"s3://{s3['bucket']}/{s3['prefix'].strip('/')}"
+        assert env_value(proc, "FACEPIPE_S3_SSE") == s3["sse"]
+        assert env_value(proc, "AWS_ENDPOINT_URL") == (s3["endpoint"] or None)
+        assert env_value(proc, "AWS_REGION") == (s3["region"] or None)
+        assert env_value(proc, "FACEPIPE_S3_KMS_KEY_ID") == (s3["kmsKeyId"] or None)
+        creds = s3["credentials"]
+        if creds["existingSecret"] or creds["accessKeyId"]:
+            for name, key in (("AWS_ACCESS_KEY_ID", creds["accessKeyIdKey"]), ("AWS_SECRET_ACCESS_KEY", creds["secretAccessKeyKey"])):
+                ref = h.env_item(proc, name)["valueFrom"]["secretKeyRef"]
+                assert ref["key"] == key
+    else:
+        path = store["directory"]["path"]
+        assert url == f"file://{path}"
+        assert any(m["mountPath"] == path for m in proc["volumeMounts"])
+        assert h.env_item(proc, "FACEPIPE_S3_SSE") is None
+
+
+def test_s3_encryption_is_on_by_default(helm: h.Helm) -> None:
+    docs = helm.template("face-cloud", sets=["processor.store.type=s3", "processor.store.s3.bucket=faces"])
+    (proc,) = h.find(docs, "StatefulSet", "processor")["spec"]["template"]["spec"]["containers"]
+    assert env_value(proc, "FACEPIPE_S3_SSE") == "AES256"
+    assert int(env_value(proc, "FACEPIPE_RETENTION_DAYS")) > 0
+
+
+@pytest.mark.parametrize("profile", CLOUD)
+def test_cloud_broker_config(helm: h.Helm, render_cache: h.RenderCache, profile: str) -> None:
+    values = h.effective_values("face-cloud", profile)
+    b = values["broker"]
+    docs = render_cache.get(helm, "face-cloud", profile)
+    cm = h.find(docs, "ConfigMap", "broker")
+    conf = cm["data"]["mosquitto.conf"]
+    acl = cm["data"]["acl"]
+    lines = {line.strip() for line in conf.splitlines()}
+    assert f"allow_anonymous {str(b['auth']['allowAnonymous']).lower()}" in lines
+    assert "persistence true" in lines
+    assert f"listener {b['ports']['mqtt']}" in lines
+    assert (f"listener {b['ports']['mqtts']}" in lines) == b["tls"]["enabled"]
+    assert f"max_queued_messages {b['maxQueuedMessages']}" in lines
+    assert int(re.search(r"^max_packet_size (\d+)$", conf, re.MULTILINE).group(1)) > 2 * 1024 * 1024
+    # The processors read everything, write nothing; everyone else writes only under its own name.
+    user = b["auth"]["processor"]["username"]
+    assert f"user {user}\ntopic read {values['topic']}/#" in acl
+    assert f"pattern write {values['topic']}/%u" in acl
+    assert "topic write" not in acl and "topic readwrite" not in acl
+    assert not re.search(r"^topic ", acl.split("\nuser ")[0], re.MULTILINE), "no rule for anonymous clients"
+
+
+@pytest.mark.parametrize("profile", CLOUD)
+def test_cloud_broker_exposure(helm: h.Helm, render_cache: h.RenderCache, profile: str) -> None:
+    b = h.effective_values("face-cloud", profile)["broker"]
+    docs = render_cache.get(helm, "face-cloud", profile)
+    external = next(d for d in h.by_kind(docs, "Service") if d["metadata"]["name"].endswith("-broker-external"))
+    assert external["spec"]["type"] == b["service"]["type"]
+    ports = {p["name"]: p["port"] for p in external["spec"]["ports"]}
+    expected = {}
+    if b["tls"]["enabled"]:
+        expected["mqtts"] = b["ports"]["mqtts"]
+    if b["service"]["exposePlain"]:
+        expected["mqtt"] = b["ports"]["mqtt"]
+    assert ports == expected
+    for p in external["spec"]["ports"]:
+        node_port = b["service"]["nodePorts"][p["name"]]
+        if b["service"]["type"] == "NodePort" and node_port:
+            assert p["nodePort"] == node_port
+
+
+@pytest.mark.parametrize("profile", CLOUD)
+def test_cloud_helm_test_publishes_as_the_probe_device(helm: h.Helm, render_cache: h.RenderCache, profile: str) -> None:
+    values = h.effective_values("face-cloud", profile)
+    docs = render_cache.get(helm, "face-cloud", profile)
+    (probe,) = h.find(docs, "Pod", "test")["spec"]["containers"]
+    user = values["broker"]["auth"]["probe"]["username"]
+    assert env_value(probe, "LOCAL_MQTT_TOPIC") == f"{values['topic']}/{user}"
+    assert env_value(probe, "LOCAL_MQTT_USERNAME") == user
+    assert h.env_item(probe, "LOCAL_MQTT_PASSWORD")["valueFrom"]["secretKeyRef"]["key"] == user
+    svc = h.find(docs, "Service", "processor")
+    assert env_value(probe, "FACEPIPE_PROBE_METRICS_URL") == f"http://{svc['metadata']['name']}:{values['httpPort']}/metrics"
+    assert env_value(probe, "FACEPIPE_PROBE_METRIC") == "facepipe_processor_stored_total"
+    users = next((d for d in h.by_kind(docs, "Secret") if d["metadata"]["name"].endswith("-broker-users")), None)
+    if users is not None:
+        assert user in users["data"] and values["broker"]["auth"]["processor"]["username"] in users["data"]
+        for device in values["broker"]["auth"]["devices"]:
+            assert device["name"] in users["data"]
+
+
+# --- both charts ----------------------------------------------------------------------------------
+
+
+def _port_numbers(container: Mapping[str, Any]) -> dict[str, int]:
+    return {p["name"]: p["containerPort"] for p in container.get("ports", [])}
+
+
+@pytest.mark.parametrize(("chart", "profile"), ALL, ids=ALL_IDS)
+def test_service_ports_match_the_apps(helm: h.Helm, render_cache: h.RenderCache, chart: str, profile: str) -> None:
+    """Every Service selects pods whose named target port exists, on the port the app is configured with."""
+    docs = render_cache.get(helm, chart, profile)
+    for svc in h.by_kind(docs, "Service"):
+        selector = svc["spec"]["selector"]
+        pods = [
+            d for d in h.workloads(docs)
+            if d["kind"] != "Pod"
+            and all(d["spec"]["template"]["metadata"]["labels"].get(k) == v for k, v in selector.items())
+        ]  # fmt: skip
+        assert len(pods) == 1, svc["metadata"]["name"]
+        named = {}
+        for c in h.containers(pods[0], init=False):
+            named.update({n: (c, p) for n, p in _port_numbers(c).items()})
+        for port in svc["spec"]["ports"]:
+            container, number = named[port["targetPort"]]
+            if port["targetPort"] == "http":
+                assert env_value(container, "FACEPIPE_HTTP_PORT") == str(number)
+                for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+                    assert container[probe]["httpGet"]["port"] == "http"
+                assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+                assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+            if port["targetPort"] in ("mqtt", "mqtts"):
+                conf = h.find(docs, "ConfigMap", "broker")["data"]["mosquitto.conf"]
+                assert f"listener {number}" in conf.splitlines()
+
+
+SECRET_ENV = re.compile(r"PASSWORD|SECRET|TOKEN|_KEY$|ACCESS_KEY")
+
+
+@pytest.mark.parametrize(("chart", "profile"), ALL, ids=ALL_IDS)
+def test_secrets_are_referenced_never_inlined(helm: h.Helm, render_cache: h.RenderCache, chart: str, profile: str) -> None:
+    docs = render_cache.get(helm, chart, profile)
+    values = h.effective_values(chart, profile)
+    rendered = {d["metadata"]["name"]: d for d in h.by_kind(docs, "Secret")}
+    existing = {v for v in _strings_under(values) if isinstance(v, str)}
+    referenced: set[str] = set()
+    for doc in h.workloads(docs):
+        spec = h.pod_spec(doc)
+        for c in h.containers(doc):
+            for item in c.get("env", []):
+                if SECRET_ENV.search(item["name"]) and not item["name"].endswith(("_FILE", "_KEY_ID")):
+                    assert "value" not in item, f"{c['name']}: {item['name']} is inlined"
+                ref = item.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    referenced.add(ref["name"])
+                    if ref["name"] in rendered:
+                        assert ref["key"] in rendered[ref["name"]]["data"], ref
+                    else:
+                        assert ref["name"] in existing, f"{ref['name']} is neither rendered nor an existingSecret value"
+        for volume in spec.get("volumes", []):
+            if "secret" in volume:
+                name = volume["secret"]["secretName"]
+                referenced.add(name)
+                assert name in rendered or name in existing, name
+    assert set(rendered) <= referenced, f"unreferenced Secrets: {set(rendered) - referenced}"
+    for secret in rendered.values():
+        assert "stringData" not in secret
+
+
+def _strings_under(node: Any) -> list[Any]:
+    if isinstance(node, dict):
+        return [x for v in node.values() for x in _strings_under(v)]
+    if isinstance(node, list):
+        return [x for v in node for x in _strings_under(v)]
+    return [node]
+
+
+@pytest.mark.parametrize(("chart", "profile"), ALL, ids=ALL_IDS)
+def test_secure_pod_defaults(helm: h.Helm, render_cache: h.RenderCache, chart: str, profile: str) -> None:
+    docs = render_cache.get(helm, chart, profile)
+    for doc in h.workloads(docs):
+        spec = h.pod_spec(doc)
+        assert spec["automountServiceAccountToken"] is False
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        for c in h.containers(doc):
+            sc = c["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True, c["name"]
+            assert "ALL" in sc["capabilities"]["drop"], c["name"]
+            assert c["resources"]["limits"]["memory"], c["name"]
+            assert c["resources"]["requests"], c["name"]
+            if sc.get("runAsUser") == 0:
+                assert c["name"] == "spool-permissions" and sc["capabilities"]["add"] == ["CHOWN"]
+            elif not sc.get("privileged"):
+                assert sc["allowPrivilegeEscalation"] is False, c["name"]
+            assert not c["image"].endswith(":latest"), c["image"]
+        for c in app_containers(doc):
+            assert c["command"] == ["facepipe"]
+            assert spec["securityContext"]["runAsUser"] == 10001
+            assert any(m["mountPath"] == "/tmp" for m in c["volumeMounts"])
+
+
+@pytest.mark.parametrize(("chart", "profile"), ALL, ids=ALL_IDS)
+def test_config_changes_roll_the_pods(helm: h.Helm, render_cache: h.RenderCache, chart: str, profile: str) -> None:
+    docs = render_cache.get(helm, chart, profile)
+    broker = h.find(docs, "Deployment", "broker")
+    annotations = broker["spec"]["template"]["metadata"]["annotations"]
+    assert re.fullmatch(r"[0-9a-f]{64}", annotations["checksum/config"])
+    # Every chart-made Secret that a pod reads is in that pod's checksums.
+    made = {d["metadata"]["name"] for d in h.by_kind(docs, "Secret")}
+    for doc in h.workloads(docs):
+        if doc["kind"] == "Pod":
+            continue
+        reads = {
+            item["valueFrom"]["secretKeyRef"]["name"]
+            for c in h.containers(doc) for item in c.get("env", []) if "secretKeyRef" in item.get("valueFrom", {})
+        } | {v["secret"]["secretName"] for v in h.pod_spec(doc).get("volumes", []) if "secret" in v}  # fmt: skip
+        sums = [k for k in doc["spec"]["template"]["metadata"].get("annotations", {}) if k.startswith("checksum/")]
+        assert len(sums) >= len(reads & made), (doc["metadata"]["name"], reads & made, sums)
+
+
+def test_config_change_changes_the_checksum(helm: h.Helm) -> None:
+    def checksum(*sets: str) -> str:
+        docs = helm.template("face-edge", sets=["cloud.host=mqtt.example.com", *sets])
+        return h.find(docs, "Deployment", "broker")["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+
+    assert checksum() == checksum()
+    assert checksum() != checksum("broker.maxQueuedMessages=50000")
+
+
+@pytest.mark.parametrize(("chart", "profile"), ALL, ids=ALL_IDS)
+def test_network_policies_admit_the_release(helm: h.Helm, render_cache: h.RenderCache, chart: str, profile: str) -> None:
+    values = h.effective_values(chart, profile)
+    docs = render_cache.get(helm, chart, profile)
+    policies = h.by_kind(docs, "NetworkPolicy")
+    if not values["networkPolicy"]["enabled"]:
+        assert policies == []
+        return
+    broker_policy = h.find(docs, "NetworkPolicy", "broker")
+    broker_labels = h.find(docs, "Deployment", "broker")["spec"]["template"]["metadata"]["labels"]
+    assert all(broker_labels[k] == v for k, v in broker_policy["spec"]["podSelector"]["matchLabels"].items())
+    # Every pod of the release (including the helm test) may reach the plain MQTT port.
+    mqtt_rules = [r for r in broker_policy["spec"]["ingress"] if {"port": "mqtt", "protocol": "TCP"} in r["ports"]]
+    assert mqtt_rules
+    if any("from" not in r for r in mqtt_rules):
+        return  # open to everyone (face-cloud broker.service.exposePlain)
+    from_selectors = [
+        peer["podSelector"]["matchLabels"]
+        for rule in mqtt_rules for peer in rule["from"] if "podSelector" in peer
+    ]  # fmt: skip
+    for doc in h.workloads(docs):
+        labels = doc["metadata"]["labels"] if doc["kind"] == "Pod" else doc["spec"]["template"]["metadata"]["labels"]
+        assert any(all(labels.get(k) == v for k, v in sel.items()) for sel in from_selectors), doc["metadata"]["name"]
