@@ -1,0 +1,126 @@
+"""The rendered configuration is the one the apps accept.
+
+For every container of the facepipe image in every rendered profile, run
+`facepipe <its args> --check-config` with the environment the chart renders (`value`s as
+rendered; secretKeyRef / fieldRef as placeholders) and require exit 0, and that every variable the
+chart sets is one the component reads and shows up, with the rendered value, in the effective
+configuration it prints.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import helm as h
+
+APP_IMAGE = "facepipe/facepipe"
+CASES = [(chart, profile) for chart in h.CHART_NAMES for profile in h.profile_ids(chart)]
+
+# Read by something other than facepipe.config: boto3's credential chain.
+READ_ELSEWHERE = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+# Set by the chart ahead of the app (issue 5's forwarder spool); the app ignores it until then.
+PENDING = {"FACEPIPE_SPOOL_DIR"}
+
+SETTINGS = {
+    "camera": "CameraSettings",
+    "logger": "LoggerSettings",
+    "forwarder": "ForwarderSettings",
+    "processor": "ProcessorSettings",
+    "probe": "ProbeSettings",
+}
+
+
+def facepipe_command() -> list[str]:
+    exe = shutil.which("facepipe") or str(Path(sys.executable).with_name("facepipe"))
+    if Path(exe).is_file():
+        return [exe]
+    return [sys.executable, "-m", "facepipe"]
+
+
+def environment_names(component: str) -> set[str]:
+    from facepipe import config
+
+    return set(config.environment_names(getattr(config, SETTINGS[component])))
+
+
+def app_containers(docs: list[dict[str, Any]]) -> list[tuple[str, Mapping[str, Any]]]:
+    out = []
+    for doc in h.workloads(docs):
+        for c in h.containers(doc):
+            if APP_IMAGE in c["image"] and c.get("command") == ["facepipe"]:
+                out.append((f"{doc['kind']}/{doc['metadata']['name']}/{c['name']}", c))
+    return out
+
+
+def run_check_config(container: Mapping[str, Any]) -> subprocess.CompletedProcess[str]:
+    rendered = h.env_map(container, placeholder="from-a-secret")
+    return _check_config(tuple(container["args"]), tuple(sorted(rendered.items())))
+
+
+@functools.cache
+def _check_config(args: tuple[str, ...], rendered: tuple[tuple[str, str], ...]) -> subprocess.CompletedProcess[str]:
+    """Cached: Helm 3 and Helm 4 render the same containers, each is checked once."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FACEPIPE_", "LOCAL_MQTT_", "REMOTE_MQTT_", "AWS_"))}
+    env.update(rendered)
+    return subprocess.run(
+        [*facepipe_command(), *args, "--check-config"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def same(rendered: str, effective: Any) -> bool:
+    if isinstance(effective, bool):
+        return rendered.strip().lower() in (("1", "true", "yes", "on") if effective else ("0", "false", "no", "off", ""))
+    if isinstance(effective, (int, float)):
+        return float(rendered) == float(effective)
+    return rendered == str(effective)
+
+
+@pytest.mark.parametrize(("chart", "profile"), CASES, ids=[f"{c}:{p}" for c, p in CASES])
+def test_apps_accept_the_rendered_configuration(helm: h.Helm, render_cache: h.RenderCache, chart: str, profile: str) -> None:
+    pytest.importorskip("facepipe.cli", reason="the facepipe CLI is not installed in this environment")
+    containers = app_containers(render_cache.get(helm, chart, profile))
+    assert containers
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda item: run_check_config(item[1]), containers))
+    problems = []
+    for (where, container), result in zip(containers, results, strict=True):
+        component = container["args"][0]
+        if result.returncode != 0:
+            problems.append(f"{where}: facepipe {' '.join(container['args'])} --check-config exited {result.returncode}:\n{result.stderr}{result.stdout}")
+            continue
+        report = json.loads(result.stdout)
+        assert report["valid"] is True and report["component"] == component
+        effective = report["config"]
+        known = environment_names(component)
+        for item in container.get("env", []):
+            name = item["name"]
+            if name in READ_ELSEWHERE or name in PENDING:
+                continue
+            if name not in known:
+                problems.append(f"{where}: sets {name}, which `facepipe {component}` does not read")
+                continue
+            shown = effective.get(name, "***")
+            if "value" in item and shown != "***" and not same(str(item["value"]), shown):
+                problems.append(f"{where}: {name}={item['value']!r} but the app reads {effective[name]!r}")
+    assert not problems, "\n".join(problems)
+
+
+def test_every_component_is_covered(helm: h.Helm, render_cache: h.RenderCache) -> None:
+    """Across the profiles, every component (and the helm test probes) is checked."""
+    seen = set()
+    for chart, profile in CASES:
+        for _, c in app_containers(render_cache.get(helm, chart, profile)):
+            seen.add(c["args"][0])
+    assert seen == set(SETTINGS)

@@ -1,0 +1,127 @@
+"""values.schema.json rejects a wrong value before anything reaches the cluster.
+
+Helm 3 and Helm 4 word schema errors differently (`- camera.accessMode: ...` vs
+`- at '/camera/accessMode': ...`), so each case asserts that the error names the field, in either
+spelling, and that the failure is a schema failure.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support import helm as h
+
+EDGE_OK = ("cloud.host=mqtt.example.com",)
+
+# (chart, --set values, the field the error must name)
+CASES = [
+    ("face-edge", ("cloud.host=not a host!",), "cloud.host"),
+    ("face-edge", ("cloud.port=70000",), "cloud.port"),
+    ("face-edge", ("cloud.port=0",), "cloud.port"),
+    ("face-edge", ("cloud.qos=2",), "cloud.qos"),
+    ("face-edge", ("cloud.topic=cam/#",), "cloud.topic"),
+    ("face-edge", ("cloud.tls.enabled=yes",), "cloud.tls.enabled"),
+    ("face-edge", ("cloud.tls.ca.pem=not-a-certificate",), "cloud.tls.ca.pem"),
+    ("face-edge", ("cloud.auth.existingSecret=Not_A_Name",), "cloud.auth.existingSecret"),
+    ("face-edge", ("deviceId=bad/device",), "deviceId"),
+    ("face-edge", ("deviceId=-leading-dash",), "deviceId"),
+    ("face-edge", ("camera.accessMode=root",), "camera.accessMode"),
+    ("face-edge", ("camera.device=video0",), "camera.device"),
+    ("face-edge", ("camera.source=ftp://cam/stream",), "camera.source"),
+    ("face-edge", ("camera.detector.name=mtcnn",), "camera.detector.name"),
+    ("face-edge", ("camera.detector.scoreThreshold=1.5",), "camera.detector.scoreThreshold"),
+    ("face-edge", ("camera.publish.imageFormat=gif",), "camera.publish.imageFormat"),
+    ("face-edge", ("camera.publish.jpegQuality=0",), "camera.publish.jpegQuality"),
+    ("face-edge", ("camera.videoGroupId=-1",), "camera.videoGroupId"),
+    ("face-edge", ("camera.devicePlugin.resourceName=not a resource",), "camera.devicePlugin.resourceName"),
+    ("face-edge", ("broker.maxPacketSize=0",), "broker.maxPacketSize"),
+    ("face-edge", ("broker.maxQueuedMessages=0",), "broker.maxQueuedMessages"),
+    ("face-edge", ("broker.image.tag=",), "broker.image.tag"),
+    ("face-edge", ("forwarder.spool.type=nfs",), "forwarder.spool.type"),
+    ("face-edge", ("forwarder.spool.size=lots",), "forwarder.spool.size"),
+    ("face-edge", ("image.pullPolicy=Sometimes",), "image.pullPolicy"),
+    ("face-edge", ("image.digest=md5:abc",), "image.digest"),
+    ("face-edge", ("logLevel=verbose",), "logLevel"),
+    ("face-edge", ("httpPort=0",), "httpPort"),
+    ("face-edge", ("camera.resources.limits.memory=lots",), "camera.resources.limits.memory"),
+    ("face-edge", ("unknownTopLevel=1",), "unknownTopLevel"),
+    ("face-edge", ("camera.colour=red",), "colour"),
+    ("face-cloud", ("processor.store.type=ftp",), "processor.store.type"),
+    ("face-cloud", ("processor.store.s3.sse=AES128",), "processor.store.s3.sse"),
+    ("face-cloud", ("processor.store.s3.bucket=Bad_Bucket",), "processor.store.s3.bucket"),
+    ("face-cloud", ("processor.store.s3.endpoint=s3.example.com",), "processor.store.s3.endpoint"),
+    ("face-cloud", ("processor.replicaCount=0",), "processor.replicaCount"),
+    ("face-cloud", ("processor.retentionDays=-1",), "processor.retentionDays"),
+    ("face-cloud", ("processor.qos=2",), "processor.qos"),
+    ("face-cloud", ("processor.shareGroup=a/b",), "processor.shareGroup"),
+    ("face-cloud", ("broker.service.type=ClusterIP",), "broker.service.type"),
+    ("face-cloud", ("broker.service.nodePorts.mqtts=80",), "broker.service.nodePorts.mqtts"),
+    ("face-cloud", ("broker.tls.minVersion=tlsv1.0",), "broker.tls.minVersion"),
+    ("face-cloud", ("broker.tls.hosts[0]=bad host",), "broker.tls.hosts"),
+    ("face-cloud", ("broker.auth.devices[0].name=dev/1", "broker.auth.devices[0].password=long-enough-1"), "broker.auth.devices"),
+    ("face-cloud", ("broker.auth.devices[0].name=dev-1", "broker.auth.devices[0].password=short"), "broker.auth.devices"),
+    ("face-cloud", ("broker.auth.allowAnonymous=maybe",), "broker.auth.allowAnonymous"),
+    ("face-cloud", ("broker.maxPacketSize=0",), "broker.maxPacketSize"),
+    ("face-cloud", ("topic=cam_bin_remote/+",), "topic"),
+    ("face-cloud", ("processor.autoscaling.targetCPUUtilizationPercentage=150",), "processor.autoscaling.targetCPUUtilizationPercentage"),
+]
+
+
+def _spellings(field: str) -> list[str]:
+    """How Helm 3 (`a.b.c`, `a.b.0.c`) and Helm 4 (`/a/b/c`) name a field."""
+    return [field, "/" + field.replace(".", "/"), f"'{field}'", f"\"{field}\""]
+
+
+@pytest.mark.parametrize(("chart", "sets", "field"), CASES, ids=[f"{c}:{s[0]}" for c, s, _ in CASES])
+def test_schema_rejects(helm: h.Helm, chart: str, sets: tuple[str, ...], field: str) -> None:
+    base = EDGE_OK if chart == "face-edge" else ()
+    result = helm.template_text(chart, sets=[*base, *sets], check=False)
+    assert result.returncode != 0, f"accepted: {sets}"
+    assert "values don't meet the specifications of the schema" in result.stderr, result.stderr
+    assert any(s in result.stderr for s in _spellings(field)), result.stderr
+
+
+# Values the schema allows but that contradict each other: the templates fail with a message that
+# says what to set.
+CONTRADICTIONS = [
+    ("face-edge", ("cloud.auth.existingSecret=uplink", "cloud.auth.password=pw"), "cloud.auth.existingSecret or cloud.auth.password"),
+    ("face-edge", ("broker.auth.enabled=true",), "broker.auth.existingSecret or broker.auth.password"),
+    ("face-cloud", ("processor.store.type=s3",), "processor.store.s3.bucket"),
+    ("face-cloud", ("broker.tls.enabled=false",), "broker.service.exposePlain"),
+    ("face-cloud", ("broker.auth.devices[0].name=processor", "broker.auth.devices[0].password=long-enough-1"), "processor or probe user"),
+    ("face-cloud", ("processor.store.s3.kmsKeyId=k", "processor.store.s3.sse=none"), "sse=aws:kms"),
+]
+
+
+@pytest.mark.parametrize(("chart", "sets", "message"), CONTRADICTIONS, ids=[f"{c}:{s[0]}" for c, s, _ in CONTRADICTIONS])
+def test_templates_refuse_contradictions(helm: h.Helm, chart: str, sets: tuple[str, ...], message: str) -> None:
+    base = EDGE_OK if chart == "face-edge" else ()
+    result = helm.template_text(chart, sets=[*base, *sets], check=False)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("chart", h.CHART_NAMES)
+def test_schema_is_draft07_and_closed(chart: str) -> None:
+    import json
+
+    import jsonschema
+    import yaml
+
+    schema = json.loads((h.chart_dir(chart) / "values.schema.json").read_text())
+    assert schema["$schema"] == "http://json-schema.org/draft-07/schema#"
+    jsonschema.Draft7Validator.check_schema(schema)
+    assert schema["additionalProperties"] is False
+    values = yaml.safe_load((h.chart_dir(chart) / "values.yaml").read_text())
+    jsonschema.Draft7Validator(schema).validate(values)
+    # Every values.yaml key is described by the schema (nothing accepted by accident).
+    for key in h.leaf_keys(values):
+        node = schema
+        for part in key.split("."):
+            if node.get("type") == "object" and "properties" in node and part in node["properties"]:
+                node = node["properties"][part]
+            else:
+                break
+        else:
+            continue
+        assert node.get("additionalProperties") is not False or part in node.get("properties", {}), key
