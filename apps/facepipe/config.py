@@ -15,9 +15,10 @@ import os
 import socket
 import sys
 import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, TypeVar
 
 from facepipe import contract
 
@@ -145,9 +146,12 @@ class DetectorSettings:
     """Face detection on the camera."""
 
     detector: str = setting("yunet", "FACEPIPE_DETECTOR", "face detector", choices=("yunet", "haar"))
+    model: str = setting("", "FACEPIPE_MODEL", "model name from models/manifest.json (empty: the detector's default)")
     model_dir: str = setting("", "FACEPIPE_MODEL_DIR", "directory of fetched model files (empty: the default cache)")
     score_threshold: float = setting(0.6, "FACEPIPE_SCORE_THRESHOLD", "minimum detector score (yunet)", check=fraction)
-    detect_width: int = setting(320, "FACEPIPE_DETECT_WIDTH", "width of the downscaled copy detection runs on (0: full size)", check=non_negative)
+    detect_width: int = setting(
+        320, "FACEPIPE_DETECT_WIDTH", "width of the downscaled copy detection runs on (0: full size)", check=non_negative
+    )
     min_face: int = setting(20, "FACEPIPE_MIN_FACE", "smallest face kept, in source pixels", check=non_negative)
 
 
@@ -156,16 +160,26 @@ class CameraSettings:
     common: CommonSettings = group("", "", common, "common")
     broker: BrokerSettings = group("LOCAL_MQTT_", "local", BrokerSettings, "edge broker the camera publishes to")
     detect: DetectorSettings = group("", "", DetectorSettings, "detector")
-    source: str = setting("/dev/video0", "FACEPIPE_SOURCE", "V4L2 device (path or index), rtsp:// or http(s):// URL, video file, or image directory")
+    source: str = setting(
+        "/dev/video0", "FACEPIPE_SOURCE", "V4L2 device (path or index), rtsp:// or http(s):// URL, video file, or image directory"
+    )
     camera_id: str = setting("cam0", "FACEPIPE_CAMERA_ID", "this camera's id (properties, keys)", check=identifier)
-    crop_margin: float = setting(0.2, "FACEPIPE_CROP_MARGIN", "margin added around each face, as a fraction of its size", check=non_negative)
+    crop_margin: float = setting(
+        0.2, "FACEPIPE_CROP_MARGIN", "margin added around each face, as a fraction of its size", check=non_negative
+    )
     image_format: str = setting("png", "FACEPIPE_IMAGE_FORMAT", "encoding of the published crops", choices=("png", "jpeg"))
-    jpeg_quality: int = setting(90, "FACEPIPE_JPEG_QUALITY", "JPEG quality (1..100)", check=lambda v: None if 1 <= v <= 100 else "must be 1..100")
-    png_compression: int = setting(1, "FACEPIPE_PNG_COMPRESSION", "PNG compression level (0..9)", check=lambda v: None if 0 <= v <= 9 else "must be 0..9")
+    jpeg_quality: int = setting(
+        90, "FACEPIPE_JPEG_QUALITY", "JPEG quality (1..100)", check=lambda v: None if 1 <= v <= 100 else "must be 1..100"
+    )
+    png_compression: int = setting(
+        1, "FACEPIPE_PNG_COMPRESSION", "PNG compression level (0..9)", check=lambda v: None if 0 <= v <= 9 else "must be 0..9"
+    )
     realtime: bool = setting(False, "FACEPIPE_REALTIME", "play a file at its own frame rate and drop frames like a live camera")
     loop: bool = setting(False, "FACEPIPE_LOOP", "start a file or image directory again when it ends")
     max_fps: float = setting(0.0, "FACEPIPE_MAX_FPS", "cap on frames analysed per second (0: no cap)", check=non_negative)
-    reconnect_seconds: float = setting(5.0, "FACEPIPE_SOURCE_RETRY_SECONDS", "wait before reopening a live source that failed", check=positive)
+    reconnect_seconds: float = setting(
+        5.0, "FACEPIPE_SOURCE_RETRY_SECONDS", "wait before reopening a live source that failed", check=positive
+    )
 
 
 @dataclass(frozen=True)
@@ -191,7 +205,12 @@ class StoreSettings:
     s3_region: str = setting("", ("AWS_REGION", "AWS_DEFAULT_REGION"), "S3 region (empty: the AWS default chain)")
     s3_sse: str = setting("none", "FACEPIPE_S3_SSE", "server-side encryption", choices=("none", "AES256", "aws:kms"))
     s3_kms_key_id: str = setting("", "FACEPIPE_S3_KMS_KEY_ID", "KMS key for aws:kms encryption (empty: the bucket's default key)")
-    retention_days: int = setting(0, "FACEPIPE_RETENTION_DAYS", "delete faces older than this many days (S3 lifecycle rule / directory pruning; 0: keep)", check=non_negative)
+    retention_days: int = setting(
+        0,
+        "FACEPIPE_RETENTION_DAYS",
+        "delete faces older than this many days (S3 lifecycle rule / directory pruning; 0: keep)",
+        check=non_negative,
+    )
 
 
 @dataclass(frozen=True)
@@ -203,8 +222,15 @@ class ProcessorSettings:
     workers: int = setting(4, "FACEPIPE_WORKERS", "threads validating and storing faces", check=positive)
     max_bytes: int = setting(contract.DEFAULT_MAX_PAYLOAD_BYTES, "FACEPIPE_MAX_BYTES", "largest accepted payload in bytes", check=positive)
     max_pixels: int = setting(contract.DEFAULT_MAX_PIXELS, "FACEPIPE_MAX_PIXELS", "largest accepted image in pixels", check=positive)
-    session_expiry: int = setting(86400, "FACEPIPE_SESSION_EXPIRY", "seconds the broker keeps this processor's session and queued faces (0: clean session)", check=non_negative)
-    store_retry_max_seconds: float = setting(30.0, "FACEPIPE_STORE_RETRY_MAX_SECONDS", "longest wait between retries of a failed store", check=positive)
+    session_expiry: int = setting(
+        86400,
+        "FACEPIPE_SESSION_EXPIRY",
+        "seconds the broker keeps this processor's session and queued faces (0: clean session)",
+        check=non_negative,
+    )
+    store_retry_max_seconds: float = setting(
+        30.0, "FACEPIPE_STORE_RETRY_MAX_SECONDS", "longest wait between retries of a failed store", check=positive
+    )
 
 
 @dataclass(frozen=True)
@@ -224,11 +250,15 @@ class RunSettings:
 
     camera: CameraSettings = group("", "", CameraSettings, "camera")
     storage: StoreSettings = group("", "", StoreSettings, "storage")
-    external_brokers: bool = setting(False, "FACEPIPE_EXTERNAL_BROKERS", "use the LOCAL_MQTT_* / REMOTE_MQTT_* brokers instead of starting two")
+    external_brokers: bool = setting(
+        False, "FACEPIPE_EXTERNAL_BROKERS", "use the LOCAL_MQTT_* / REMOTE_MQTT_* brokers instead of starting two"
+    )
     remote: BrokerSettings = group("REMOTE_MQTT_", "remote", remote_broker, "cloud broker (with --external-brokers)")
     mosquitto: str = setting("mosquitto", "FACEPIPE_MOSQUITTO", "mosquitto binary for the brokers run starts")
     workdir: str = setting("", "FACEPIPE_RUN_DIR", "directory for brokers' files and component logs (empty: a temporary one)")
-    drain_timeout: float = setting(60.0, "FACEPIPE_DRAIN_TIMEOUT", "seconds without progress before run stops waiting for faces to be stored", check=positive)
+    drain_timeout: float = setting(
+        60.0, "FACEPIPE_DRAIN_TIMEOUT", "seconds without progress before run stops waiting for faces to be stored", check=positive
+    )
 
 
 # --- the machinery -----------------------------------------------------------------------------
@@ -251,9 +281,7 @@ def _field_type(owner: type, name: str) -> Any:
     return typing.get_type_hints(owner)[name]
 
 
-def _leaves(
-    cls: type, env_prefix: str = "", flag_prefix: str = "", path: tuple[str, ...] = (), defaults: Any = None
-) -> list[_Leaf]:
+def _leaves(cls: type, env_prefix: str = "", flag_prefix: str = "", path: tuple[str, ...] = (), defaults: Any = None) -> list[_Leaf]:
     """Flatten the settings tree; `defaults` is the instance a group's factory made (its defaults win)."""
     out: list[_Leaf] = []
     for f in dataclasses.fields(cls):
@@ -262,12 +290,12 @@ def _leaves(
             sub_env, sub_flag = f.metadata["group"]
             flag = "-".join(p for p in (flag_prefix, sub_flag) if p)
             sub_defaults = f.default_factory() if defaults is None else getattr(defaults, f.name)  # type: ignore[misc]
-            out += _leaves(kind, env_prefix + sub_env, flag, path + (f.name,), sub_defaults)
+            out += _leaves(kind, env_prefix + sub_env, flag, (*path, f.name), sub_defaults)
             continue
         flag_name = f.name.replace("_", "-") if not flag_prefix else f"{flag_prefix}-{f.name.replace('_', '-')}"
         out.append(
             _Leaf(
-                path=path + (f.name,),
+                path=(*path, f.name),
                 env=tuple(env_prefix + e for e in f.metadata["env"]),
                 flag="--" + flag_name,
                 kind=kind if isinstance(kind, type) else str,
@@ -289,10 +317,13 @@ def _convert(leaf: _Leaf, raw: str) -> Any:
         if lowered in ("0", "false", "no", "off", ""):
             return False
         raise ValueError(f"{raw!r} is not a boolean (true/false)")
-    if leaf.kind is int:
-        return int(raw.strip())
-    if leaf.kind is float:
-        return float(raw.strip())
+    try:
+        if leaf.kind is int:
+            return int(raw.strip())
+        if leaf.kind is float:
+            return float(raw.strip())
+    except ValueError:
+        raise ValueError(f"{raw!r} is not {'an integer' if leaf.kind is int else 'a number'}") from None
     return raw
 
 
@@ -341,20 +372,28 @@ def load(cls: type[T], args: argparse.Namespace | None = None, environ: Mapping[
 def _build(cls: type[T], values: dict[tuple[str, ...], Any], path: tuple[str, ...]) -> T:
     kwargs = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        here = path + (f.name,)
+        here = (*path, f.name)
         kwargs[f.name] = _build(_field_type(cls, f.name), values, here) if "group" in f.metadata else values[here]
     return cls(**kwargs)
 
 
-def describe(settings: Any) -> dict[str, Any]:
-    """The effective configuration as a dict, secrets masked, keyed by environment variable."""
+def describe(settings: Any, mask_secrets: bool = True) -> dict[str, Any]:
+    """The effective configuration as a dict keyed by environment variable, secrets masked."""
     out: dict[str, Any] = {}
     for leaf in _leaves(type(settings)):
         value: Any = settings
         for part in leaf.path:
             value = getattr(value, part)
-        out[leaf.env[0]] = "***" if leaf.secret and value else value
+        out[leaf.env[0]] = "***" if mask_secrets and leaf.secret and value else value
     return out
+
+
+def to_environment(settings: Any) -> dict[str, str]:
+    """The environment variables that reproduce `settings` in a child process."""
+    return {
+        name: ("true" if value else "false") if isinstance(value, bool) else str(value)
+        for name, value in describe(settings, mask_secrets=False).items()
+    }
 
 
 def print_effective(component: str, settings: Any) -> None:
@@ -376,5 +415,5 @@ def check_readable(path: str, what: str) -> None:
 __all__ = [
     "BrokerSettings", "CameraSettings", "CommonSettings", "ConfigError", "DetectorSettings",
     "ForwarderSettings", "LoggerSettings", "ProbeSettings", "ProcessorSettings", "RunSettings", "StoreSettings",
-    "add_arguments", "describe", "environment_names", "load", "print_effective",
+    "add_arguments", "describe", "environment_names", "load", "print_effective", "to_environment",
 ]  # fmt: skip

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -79,7 +79,7 @@ def device_from_topic(base: str, topic: str) -> str:
 
 def format_timestamp(moment: datetime) -> str:
     """RFC 3339 UTC with milliseconds, e.g. 2026-11-24T21:34:05.123Z."""
-    utc = moment.astimezone(timezone.utc)
+    utc = moment.astimezone(UTC)
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 
@@ -88,7 +88,7 @@ def parse_timestamp(text: str) -> datetime:
     if not re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", text):
         raise ContractError("bad_metadata", f"captured_at {text!r} is not YYYY-MM-DDTHH:MM:SS.mmmZ")
     try:
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
     except ValueError as exc:
         raise ContractError("bad_metadata", f"captured_at {text!r}: {exc}") from None
 
@@ -135,7 +135,7 @@ class FaceMeta:
         return props
 
     @classmethod
-    def from_user_properties(cls, pairs: list[tuple[str, str]], content_type: str | None) -> "FaceMeta":
+    def from_user_properties(cls, pairs: list[tuple[str, str]], content_type: str | None) -> FaceMeta:
         """Parse and validate published properties; raise ContractError naming the bad field."""
         fields: dict[str, str] = {}
         for name, value in pairs:
@@ -174,12 +174,10 @@ class FaceMeta:
         )
 
     @classmethod
-    def from_properties(cls, props: Properties | None) -> "FaceMeta":
+    def from_properties(cls, props: Properties | None) -> FaceMeta:
         if props is None:
             raise ContractError("bad_metadata", "message has no MQTT 5 properties")
-        return cls.from_user_properties(
-            list(getattr(props, "UserProperty", [])), getattr(props, "ContentType", None)
-        )
+        return cls.from_user_properties(list(getattr(props, "UserProperty", [])), getattr(props, "ContentType", None))
 
     def storage_metadata(self) -> dict[str, str]:
         """The metadata stored with the object (S3 user metadata / directory sidecar)."""
@@ -202,13 +200,13 @@ def _float(name: str, text: str) -> float:
 
 
 def _date_path(prefix: str, device: str, moment: datetime) -> str:
-    utc = moment.astimezone(timezone.utc)
+    utc = moment.astimezone(UTC)
     parts = [prefix.strip("/"), device, f"{utc:%Y}", f"{utc:%m}", f"{utc:%d}"]
     return "/".join(p for p in parts if p)
 
 
 def _time_of_day(moment: datetime) -> str:
-    utc = moment.astimezone(timezone.utc)
+    utc = moment.astimezone(UTC)
     return f"{utc:%H%M%S}.{utc.microsecond // 1000:03d}"
 
 

@@ -11,8 +11,9 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Sequence
+from typing import IO
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -56,7 +57,7 @@ class ChildProcess:
         self.popen: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
-    def start(self) -> "ChildProcess":
+    def start(self) -> ChildProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")
         self.popen = subprocess.Popen(
@@ -129,7 +130,7 @@ class ChildProcess:
             self._log.close()
             self._log = None
 
-    def __enter__(self) -> "ChildProcess":
+    def __enter__(self) -> ChildProcess:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -1,0 +1,202 @@
+"""The camera component: frames in, one MQTT message per detected face out."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import paho.mqtt.client as mqtt
+from paho.mqtt.reasoncodes import ReasonCode
+from prometheus_client import Counter, Gauge, Histogram
+
+from facepipe import imaging
+from facepipe.camera.detect import Detection, Detector, create_detector
+from facepipe.camera.sources import Frame, FrameSource, SourceError, classify
+from facepipe.config import CameraSettings
+from facepipe.contract import CONTENT_TYPES, FaceMeta
+from facepipe.mqtt import AckTracker, BrokerLink, client_id
+from facepipe.service import Component
+
+# Faces waiting for the edge broker's acknowledgement; beyond this, while the broker is away,
+# new faces are dropped and counted (their seq numbers still advance, so receivers see the gap).
+MAX_PENDING = 10_000
+DRAIN_TIMEOUT_SECONDS = 60.0
+DETECT_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+
+
+def crop_box(bbox: tuple[int, int, int, int], margin: float, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """The face box grown by `margin` (a fraction of its size) on every side, clipped to the frame."""
+    x, y, w, h = bbox
+    dx, dy = round(w * margin), round(h * margin)
+    x0, y0 = max(0, x - dx), max(0, y - dy)
+    x1, y1 = min(shape[1], x + w + dx), min(shape[0], y + h + dy)
+    return x0, y0, x1, y1
+
+
+class Camera(Component):
+    name = "camera"
+
+    def __init__(self, settings: CameraSettings, log: logging.Logger, detector: Detector | None = None) -> None:
+        super().__init__(settings.common, log)
+        self.settings = settings
+        self.detector = detector or create_detector(settings.detect)
+        self.content_type = CONTENT_TYPES[settings.image_format]
+        self.boot = secrets.token_hex(4)
+        self.seq = 0
+        self.lock = threading.Lock()
+        self.acks: AckTracker[int] = AckTracker()
+        self.source_open = threading.Event()
+        self.totals = {"frames": 0, "frames_dropped": 0, "faces_detected": 0, "published": 0, "dropped": 0}
+        reg = self.registry
+        self.frames = Counter("facepipe_camera_frames_total", "frames analysed", registry=reg)
+        self.frames_dropped = Gauge(
+            "facepipe_camera_frames_dropped", "frames skipped because the detector was busy (this run)", registry=reg
+        )
+        self.detected = Counter("facepipe_camera_faces_detected_total", "faces detected", registry=reg)
+        self.published = Counter("facepipe_camera_faces_published_total", "faces accepted by the edge broker", registry=reg)
+        self.dropped = Counter("facepipe_camera_faces_dropped_total", "faces not delivered, by reason", ["reason"], registry=reg)
+        self.detect_seconds = Histogram("facepipe_camera_detect_seconds", "detector time per frame", registry=reg, buckets=DETECT_BUCKETS)
+        broker = settings.broker
+        self.link = BrokerLink("edge", broker, client_id(broker, "camera", settings.common.device_id), self.link_metrics, log)
+        self.link.client.on_publish = self._on_ack
+
+    # --- publishing ------------------------------------------------------------------------
+
+    def _on_ack(self, _c: mqtt.Client, _u: Any, mid: int, reason: ReasonCode, _props: Any) -> None:
+        if self.settings.broker.qos:
+            self._finish(self.acks.acked(mid, reason))
+
+    def _finish(self, done: tuple[int, ReasonCode | None] | None) -> None:
+        if done is None:
+            return
+        seq, reason = done
+        if reason is not None and reason.is_failure:
+            self._drop("refused", seq, str(reason))
+        else:
+            self._published()
+
+    def _published(self) -> None:
+        self.published.inc()
+        with self.lock:
+            self.totals["published"] += 1
+
+    def _drop(self, reason: str, seq: int, detail: str = "") -> None:
+        self.dropped.labels(reason).inc()
+        with self.lock:
+            self.totals["dropped"] += 1
+        self.log.warning("face.dropped", extra={"reason": reason, "seq": seq, "detail": detail})
+
+    def publish(self, frame: Frame, index: int, detection: Detection) -> None:
+        x0, y0, x1, y1 = crop_box(detection.bbox, self.settings.crop_margin, frame.image.shape)
+        crop: np.ndarray = frame.image[y0:y1, x0:x1]
+        payload = imaging.encode(crop, self.content_type, self.settings.png_compression, self.settings.jpeg_quality)
+        with self.lock:
+            seq = self.seq
+            self.seq += 1
+        meta = FaceMeta(
+            device=self.settings.common.device_id, camera=self.settings.camera_id, boot=self.boot, seq=seq,
+            captured_at=datetime.fromtimestamp(frame.captured_at, UTC), frame=frame.index, face=index,
+            bbox=detection.bbox, score=detection.score, detector=self.detector.name, content_type=self.content_type,
+        )  # fmt: skip
+        qos = self.settings.broker.qos
+        if len(self.acks) >= MAX_PENDING:
+            self._drop("backlog_full", seq)
+            return
+        info = self.link.client.publish(self.settings.broker.topic, payload, qos=qos, properties=meta.to_properties())
+        if qos:
+            self._finish(self.acks.sent(info.mid, seq))
+        elif info.rc == mqtt.MQTT_ERR_SUCCESS:
+            self._published()
+        else:
+            self._drop("broker_unavailable", seq)
+
+    # --- the loop --------------------------------------------------------------------------
+
+    def analyse(self, frame: Frame) -> None:
+        started = time.perf_counter()
+        detections = self.detector.detect(frame.image)
+        self.detect_seconds.observe(time.perf_counter() - started)
+        self.frames.inc()
+        self.detected.inc(len(detections))
+        with self.lock:
+            self.totals["frames"] += 1
+            self.totals["faces_detected"] += len(detections)
+        for index, detection in enumerate(detections):
+            self.publish(frame, index, detection)
+
+    def _open(self, stop: threading.Event) -> FrameSource | None:
+        """Open the source; live sources are retried until they work, files fail at once."""
+        spec = self.settings.source
+        while not stop.is_set():
+            try:
+                source = FrameSource(spec, realtime=self.settings.realtime, loop=self.settings.loop)
+                self.source_open.set()
+                self.log.info("source.opened", extra={"source": spec, "kind": classify(spec), "fps": source.reader.fps})
+                return source
+            except SourceError as exc:
+                if classify(spec) in ("file", "directory"):
+                    raise
+                self.log.error("source.unavailable", extra={"source": spec, "error": str(exc), "retry_in": self.settings.reconnect_seconds})
+                stop.wait(self.settings.reconnect_seconds)
+        return None
+
+    def _consume(self, source: FrameSource, stop: threading.Event) -> None:
+        min_period = 1.0 / self.settings.max_fps if self.settings.max_fps else 0.0
+        for frame in source.frames(stop):
+            started = time.monotonic()
+            self.analyse(frame)
+            self.frames_dropped.set(source.dropped)
+            with self.lock:
+                self.totals["frames_dropped"] = source.dropped
+            if min_period:
+                stop.wait(max(0.0, min_period - (time.monotonic() - started)))
+
+    def run(self, stop: threading.Event) -> None:
+        self.link.start()
+        while not stop.is_set() and not self.link.connected.wait(0.5):
+            pass
+        live = classify(self.settings.source) in ("device", "stream")
+        try:
+            while not stop.is_set():
+                source = self._open(stop)
+                if source is None:
+                    break
+                try:
+                    self._consume(source, stop)
+                finally:
+                    source.close()
+                    self.source_open.clear()
+                if not live:
+                    break
+                self.log.warning("source.ended", extra={"source": self.settings.source, "retry_in": self.settings.reconnect_seconds})
+                stop.wait(self.settings.reconnect_seconds)
+            self._drain(stop)
+        finally:
+            self.link.stop()
+
+    def _drain(self, stop: threading.Event) -> None:
+        """Wait for the broker to acknowledge what was published; count what never was."""
+        deadline = time.monotonic() + DRAIN_TIMEOUT_SECONDS
+        while not stop.is_set() and time.monotonic() < deadline and not self.acks.wait_empty(0.2):
+            pass
+        unacknowledged = len(self.acks)
+        if unacknowledged:
+            self.log.error("faces.unacknowledged", extra={"count": unacknowledged})
+            self.dropped.labels("unacknowledged").inc(unacknowledged)
+            with self.lock:
+                self.totals["dropped"] += unacknowledged
+
+    def ready(self) -> bool:
+        return self.link.connected.is_set() and self.source_open.is_set()
+
+    def summary(self) -> dict[str, Any]:
+        with self.lock:
+            return dict(self.totals, boot=self.boot)
+
+
+__all__ = ["Camera", "SourceError"]

@@ -1,0 +1,189 @@
+"""processor: validate each face from the cloud broker, store it as PNG, acknowledge only after it is stored.
+
+Messages arrive on paho's network thread and go to a bounded queue; worker threads validate and
+store them, retrying the store with backoff for as long as it fails. A QoS 1 message is
+acknowledged only once its object exists, so a crash or restart makes the broker redeliver it,
+and because keys derive from the metadata the redelivery overwrites the same object.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from prometheus_client import Counter, Histogram
+
+from facepipe import contract, imaging
+from facepipe.config import ProcessorSettings
+from facepipe.contract import ContractError, FaceMeta
+from facepipe.mqtt import BrokerLink, client_id
+from facepipe.service import Component
+from facepipe.storage import Store, StoreUnavailable, open_store
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+@dataclass(frozen=True)
+class StoredFace:
+    key: str
+    png: bytes
+    metadata: dict[str, str]
+    meta: FaceMeta | None
+
+
+def prepare(msg_topic: str, payload: bytes, props: Any, settings: ProcessorSettings, prefix: str) -> StoredFace:
+    """Turn one message into the object to store, or raise ContractError saying why it is rejected."""
+    device = contract.device_from_topic(settings.broker.topic, msg_topic)
+    declared = getattr(props, "ContentType", None) if props is not None else None
+    pairs = list(getattr(props, "UserProperty", [])) if props is not None else []
+    meta = FaceMeta.from_user_properties(pairs, declared) if any(n == "schema" for n, _ in pairs) else None
+    if meta is not None and device != contract.UNKNOWN_DEVICE and meta.device != device:
+        raise ContractError("device_mismatch", f"device {meta.device!r} published under {msg_topic!r}")
+    png = imaging.as_png(payload, declared, settings.max_bytes, settings.max_pixels)
+    if meta is None:
+        key = contract.anonymous_key(prefix, device, datetime.now(UTC), payload)
+        return StoredFace(key, png, {"device": device, "schema": "none"}, None)
+    return StoredFace(contract.object_key(prefix, meta), png, meta.storage_metadata(), meta)
+
+
+class Processor(Component):
+    name = "processor"
+
+    def __init__(self, settings: ProcessorSettings, log: logging.Logger, store: Store | None = None) -> None:
+        super().__init__(settings.common, log)
+        self.settings = settings
+        self.store = store or open_store(settings.storage)
+        self.queue: queue.Queue[mqtt.MQTTMessage] = queue.Queue(maxsize=settings.workers * 64)
+        self.store_ok = threading.Event()
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()
+        self.totals = {"received": 0, "stored": 0, "rejected": 0, "store_errors": 0}
+        reg = self.registry
+        self.received = Counter("facepipe_processor_received_total", "messages received", registry=reg)
+        self.stored = Counter("facepipe_processor_stored_total", "faces stored", registry=reg)
+        self.rejected = Counter("facepipe_processor_rejected_total", "messages rejected, by reason", ["reason"], registry=reg)
+        self.store_errors = Counter("facepipe_processor_store_errors_total", "failed store attempts (retried)", registry=reg)
+        self.store_seconds = Histogram("facepipe_processor_store_seconds", "time to store one face", registry=reg, buckets=LATENCY_BUCKETS)
+        self.latency = Histogram(
+            "facepipe_processor_capture_to_stored_seconds", "capture to stored, from captured_at", registry=reg, buckets=LATENCY_BUCKETS
+        )
+        broker = settings.broker
+        self.link = BrokerLink(
+            "cloud", broker, client_id(broker, "processor", settings.common.device_id), self.link_metrics, log,
+            subscriptions=(contract.remote_subscription(broker.topic, settings.share_group),),
+            on_message=self._enqueue, manual_ack=True, session_expiry=settings.session_expiry,
+            max_inflight=settings.workers * 64,
+        )  # fmt: skip
+
+    def _enqueue(self, msg: mqtt.MQTTMessage) -> None:
+        """Hand a message to the workers; block paho's thread while they are busy (backpressure)."""
+        while not self.stopping.is_set():
+            try:
+                self.queue.put(msg, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def _count(self, name: str) -> None:
+        with self.lock:
+            self.totals[name] += 1
+
+    def run(self, stop: threading.Event) -> None:
+        self.stopping = stop
+        self._prepare_store(stop)
+        self.link.start()
+        workers = [threading.Thread(target=self._work, args=(stop,), name=f"worker-{i}") for i in range(self.settings.workers)]
+        for worker in workers:
+            worker.start()
+        retention_due = time.monotonic()
+        while not stop.wait(1.0):
+            if self.settings.storage.retention_days and time.monotonic() >= retention_due:
+                self._apply_retention()
+                retention_due = time.monotonic() + 3600
+        for worker in workers:
+            worker.join()
+        self.link.stop()
+
+    def _prepare_store(self, stop: threading.Event) -> None:
+        """Wait until the store answers (not ready meanwhile); set the retention rule once."""
+        delay = 1.0
+        while not stop.is_set():
+            try:
+                self.store.check()
+                self.store_ok.set()
+                return
+            except StoreUnavailable as exc:
+                self.log.error("store.unavailable", extra={"store": self.store.url, "error": str(exc), "retry_in": delay})
+                stop.wait(delay)
+                delay = min(delay * 2, self.settings.store_retry_max_seconds)
+
+    def _apply_retention(self) -> None:
+        try:
+            self.store.apply_retention(self.settings.storage.retention_days)
+            self.log.info("retention.applied", extra={"days": self.settings.storage.retention_days})
+        except StoreUnavailable as exc:
+            self.log.error("retention.failed", extra={"error": str(exc)})
+
+    def _work(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                msg = self.queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if self._handle(msg, stop):
+                self.link.client.ack(msg.mid, msg.qos)
+
+    def _handle(self, msg: mqtt.MQTTMessage, stop: threading.Event) -> bool:
+        """Validate and store one message; True when it may be acknowledged (stored or rejected)."""
+        self.received.inc()
+        self._count("received")
+        try:
+            face = prepare(msg.topic, msg.payload, getattr(msg, "properties", None), self.settings, self.store.prefix)
+        except ContractError as exc:
+            self.rejected.labels(exc.reason).inc()
+            self._count("rejected")
+            self.log.warning(
+                "face.rejected",
+                extra={"topic": msg.topic, "bytes": len(msg.payload), "reason": exc.reason, "detail": exc.detail[:300]},
+            )
+            return True
+        if not self._store_with_retry(face, stop):
+            return False
+        self.stored.inc()
+        self._count("stored")
+        if face.meta is not None:
+            self.latency.observe(max(0.0, (datetime.now(UTC) - face.meta.captured_at).total_seconds()))
+        self.log.info("face.stored", extra={"key": face.key, "bytes": len(face.png)})
+        return True
+
+    def _store_with_retry(self, face: StoredFace, stop: threading.Event) -> bool:
+        """Store, retrying with backoff until it works; False only when stopping first (no ack then)."""
+        delay = 0.5
+        while not stop.is_set():
+            started = time.perf_counter()
+            try:
+                self.store.put(face.key, face.png, face.metadata)
+                self.store_seconds.observe(time.perf_counter() - started)
+                self.store_ok.set()
+                return True
+            except StoreUnavailable as exc:
+                self.store_ok.clear()
+                self.store_errors.inc()
+                self._count("store_errors")
+                self.log.error("store.failed", extra={"key": face.key, "error": str(exc)[:500], "retry_in": delay})
+                stop.wait(delay)
+                delay = min(delay * 2, self.settings.store_retry_max_seconds)
+        return False
+
+    def ready(self) -> bool:
+        return self.link.connected.is_set() and self.store_ok.is_set()
+
+    def summary(self) -> dict[str, Any]:
+        with self.lock:
+            return dict(self.totals)

@@ -1,0 +1,67 @@
+"""The life cycle every long-running component shares: HTTP endpoints, signals, summary."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from facepipe.config import CommonSettings
+from facepipe.mqtt import LinkMetrics
+from facepipe.observe import HealthServer
+
+
+class Component(ABC):
+    """A component: `run` blocks until `stop` is set (or a finite source ends)."""
+
+    name: str = "component"
+
+    def __init__(self, common: CommonSettings, log: logging.Logger) -> None:
+        self.common = common
+        self.log = log
+        self.registry = CollectorRegistry()
+        self.link_metrics = LinkMetrics(self.registry)
+
+    @abstractmethod
+    def run(self, stop: threading.Event) -> None:
+        """Do the work until `stop` is set; release every resource before returning."""
+
+    @abstractmethod
+    def ready(self) -> bool:
+        """True when the component can do its job now (brokers connected, store reachable)."""
+
+    @abstractmethod
+    def summary(self) -> dict[str, Any]:
+        """Counters worth reporting when the component stops."""
+
+
+def serve(component: Component) -> int:
+    """Run a component with /healthz /readyz /metrics, stopping cleanly on SIGTERM or SIGINT."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        component.log.info("stopping", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    health = None
+    if component.common.http_port:
+        health = HealthServer(component.common.http_host, component.common.http_port, component.registry, component.ready).start()
+        component.log.info("http.listening", extra={"address": f"{component.common.http_host}:{health.port}"})
+    try:
+        component.run(stop)
+    finally:
+        if health is not None:
+            health.stop()
+    summary = component.summary()
+    if component.common.summary_file:
+        Path(component.common.summary_file).write_text(json.dumps(summary) + "\n")
+    component.log.info("stopped", extra={"summary": summary})
+    return 0
