@@ -5,12 +5,116 @@ Every fixture starts its processes on free loopback ports and stops them even wh
 
 from __future__ import annotations
 
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from facepipe import models
+from facepipe.brokers import MosquittoBroker
+from tests.support.rgw import RadosGateway, rgw_available
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+SHARED_DATA = SHARED / "data"
+
+
+# --- data and models ---
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The project's shared test data (../shared/data): real faces, a labelled set, a video."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared test data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def test_video(shared_data: Path) -> Path:
+    return shared_data / "video" / "short_hamilton_clip.mp4"
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every model of models/manifest.json, fetched through the real fetch step (mirror: ../shared/models)."""
+    configured = os.environ.get("FACEPIPE_MODEL_DIR")
+    if configured and (Path(configured) / models.MANIFEST_NAME).is_file():
+        return Path(configured)
+    dest = tmp_path_factory.mktemp("models")
+    mirror = SHARED / "models"
+    models.fetch(REPO / "models" / "manifest.json", dest, mirror if mirror.is_dir() else None, log=False)
+    return dest
+
+
+# --- brokers ---
+
+
+@pytest.fixture
+def broker_factory(tmp_path: Path) -> Iterator[Callable[..., MosquittoBroker]]:
+    """Start Mosquitto brokers on free loopback ports; all are stopped when the test ends."""
+    started: list[MosquittoBroker] = []
+
+    def start(name: str = "broker", **kwargs: object) -> MosquittoBroker:
+        broker = MosquittoBroker(tmp_path / f"{name}-{len(started)}", name=name, **kwargs)  # type: ignore[arg-type]
+        started.append(broker)
+        return broker.start()
+
+    yield start
+    for broker in reversed(started):
+        broker.stop()
+
+
+@pytest.fixture
+def edge_broker(broker_factory: Callable[..., MosquittoBroker]) -> MosquittoBroker:
+    return broker_factory("edge-broker")
+
+
+@pytest.fixture
+def cloud_broker(broker_factory: Callable[..., MosquittoBroker]) -> MosquittoBroker:
+    return broker_factory("cloud-broker")
+
+
+# --- S3 (Ceph RADOS Gateway) ---
+
+
+@pytest.fixture(scope="session")
+def rgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RadosGateway]:
+    """One real single-node Ceph RGW per session; tests use their own buckets."""
+    reason = rgw_available()
+    if reason:
+        pytest.skip(reason)
+    with RadosGateway(tmp_path_factory.mktemp("rgw"), conf_overrides={"debug_rgw": "0"}) as gateway:
+        yield gateway
+
+
+@pytest.fixture
+def s3_bucket(rgw: RadosGateway, request: pytest.FixtureRequest) -> str:
+    """A fresh bucket on the session's RGW, named after the test."""
+    name = "t-" + "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:50].strip("-")
+    rgw.client().create_bucket(Bucket=name)
+    return name
+
+
+def _mosquitto_clients_hint() -> str | None:
+    return None if shutil.which("mosquitto_sub") else "mosquitto_sub not found: apt-get install mosquitto-clients"
+
+
+@pytest.fixture(scope="session")
+def mosquitto_sub() -> str:
+    reason = _mosquitto_clients_hint()
+    if reason:
+        pytest.skip(reason)
+    return str(shutil.which("mosquitto_sub"))
+
+
 # --- helm (charts) ---
 # Real helm 3 and helm 4 binaries (`bash .ci/install-helm.sh`, or FACEPIPE_HELM3 / FACEPIPE_HELM4).
 # Tests take `helm` (parametrized over both: each test runs once per helm version) and
 # `render_cache` (each chart/profile rendered once per helm per session). Imports other than
 # pytest are local, so this section stays self-contained.
-import pytest
 
 
 @pytest.fixture(scope="session")
