@@ -80,3 +80,45 @@ def test_strict_validation_catches_unknown_fields() -> None:
         "spec": {"ports": [{"port": 80, "targetPrt": 80}]},
     }
     assert h.validate_strict(bad) is not None
+
+
+@pytest.mark.parametrize("chart", h.CHART_NAMES)
+def test_every_value_is_documented(chart: str) -> None:
+    """Each key of values.yaml has a `## @param` (itself or an ancestor), and each @param exists."""
+    values = yaml.safe_load((h.chart_dir(chart) / "values.yaml").read_text())
+    params = [key for _, key, _ in h.values_params(chart)]
+    assert len(params) == len(set(params)), "a @param appears twice"
+    for key in params:
+        h.lookup(values, key)  # KeyError: a @param for a key that does not exist
+    for leaf in h.leaf_keys(values):
+        parts = leaf.split(".")
+        assert any(".".join(parts[:n]) in params for n in range(1, len(parts) + 1)), f"{leaf} has no ## @param"
+
+
+@pytest.mark.parametrize("chart", h.CHART_NAMES)
+def test_readme_values_table_is_current(chart: str) -> None:
+    readme = (h.chart_dir(chart) / "README.md").read_text()
+    assert readme == h.render_readme(chart), f"run: python -m tests.support.helm readme charts/{chart}"
+
+
+def _comparable(docs: list[dict]) -> list[dict]:
+    """Rendered objects without what differs on every render (generated passwords, certificates)."""
+    out = []
+    for doc in docs:
+        doc = yaml.safe_load(yaml.safe_dump(doc))
+        if doc["kind"] == "Secret":
+            doc["data"] = sorted(doc.get("data", {}))
+        template = doc.get("spec", {}).get("template", {}).get("metadata", {})
+        for key in list(template.get("annotations", {})):
+            if key.startswith("checksum/"):
+                template["annotations"][key] = "*"
+        out.append(doc)
+    return sorted(out, key=lambda d: (d["kind"], d["metadata"]["name"]))
+
+
+@pytest.mark.parametrize(("chart", "profile"), CASES, ids=CASE_IDS)
+def test_helm3_and_helm4_render_the_same(helm_binaries: dict, render_cache: h.RenderCache, chart: str, profile: str) -> None:
+    if None in helm_binaries.values():
+        pytest.skip(f"needs both helm3 and helm4: {h.INSTALL_HINT}")
+    helm3, helm4 = helm_binaries["helm3"], helm_binaries["helm4"]
+    assert _comparable(render_cache.get(helm3, chart, profile)) == _comparable(render_cache.get(helm4, chart, profile))

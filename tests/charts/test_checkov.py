@@ -1,0 +1,56 @@
+"""Security scan of the rendered manifests with checkov: every remaining finding is justified in
+the chart's README (the table between `checkov-skips` markers), and every justification still
+matches a finding."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support import helm as h
+
+BEGIN, END = "<!-- checkov-skips:begin -->", "<!-- checkov-skips:end -->"
+
+
+def justified(chart: str) -> set[str]:
+    readme = (h.chart_dir(chart) / "README.md").read_text()
+    table = readme[readme.index(BEGIN) : readme.index(END)]
+    return set(re.findall(r"^\| `(CKV2?_K8S_\d+)` \|", table, flags=re.MULTILINE))
+
+
+@pytest.fixture(scope="module")
+def scan_helm(helm_binaries: dict[str, h.Helm | None]) -> h.Helm:
+    """The scan looks at one rendering (Helm 3 and 4 render the same objects: see test_render)."""
+    binary = helm_binaries["helm4"] or helm_binaries["helm3"]
+    if binary is None:
+        pytest.skip(f"no helm: {h.INSTALL_HINT}")
+    return binary
+
+
+@pytest.mark.parametrize("chart", h.CHART_NAMES)
+def test_checkov_findings_are_justified(chart: str, scan_helm: h.Helm, checkov_binary: Path, tmp_path: Path) -> None:
+    for profile in h.profile_ids(chart):
+        values, sets = h.profile_args(chart, profile)
+        (tmp_path / f"{profile}.yaml").write_text(scan_helm.template_text(chart, values, sets).stdout)
+    env = dict(os.environ, BC_SKIP_MAPPING="TRUE", CHECKOV_RUN_SCA_PACKAGE_SCAN_V2="false")
+    result = subprocess.run(
+        [str(checkov_binary), "-d", str(tmp_path), "--framework", "kubernetes", "--skip-download", "--quiet", "-o", "json"],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode in (0, 1), result.stderr[-3000:]
+    reports = json.loads(result.stdout) if result.stdout.strip() else []
+    reports = reports if isinstance(reports, list) else [reports]
+    findings: dict[str, set[str]] = {}
+    for report in reports:
+        for failed in report.get("results", {}).get("failed_checks", []):
+            findings.setdefault(failed["check_id"], set()).add(f"{Path(failed['file_path']).name}: {failed['resource']}")
+    reasons = justified(chart)
+    unexplained = {k: sorted(v) for k, v in findings.items() if k not in reasons}
+    assert not unexplained, f"checkov findings not justified in charts/{chart}/README.md: {json.dumps(unexplained, indent=1)}"
+    stale = reasons - set(findings)
+    assert not stale, f"charts/{chart}/README.md justifies checks that no longer fail: {sorted(stale)}"
