@@ -157,3 +157,24 @@ def checkov_binary():
     if path is None:
         pytest.skip("checkov not found: run `bash .ci/install-checkov.sh` (or set FACEPIPE_CHECKOV)")
     return path
+
+
+# --- kubernetes API server ---
+# A real etcd + kube-apiserver (+ kube-controller-manager) v1.36.3 on loopback, started once per
+# session for the tests marked `kube` (tests/kube). `bash .ci/install-kube.sh` builds the binaries
+# (FACEPIPE_TOOLS_CACHE moves the cache); see tests/support/kube.py. Absent binaries skip the tests
+# with the reason; FACEPIPE_REQUIRE_KUBE=1 (CI) turns that skip into a failure.
+
+
+@pytest.fixture(scope="session")
+def kube_api(tmp_path_factory):
+    """The session's KubeAPIServer: .server, .kubeconfig, .env(), .create_namespace(), .request()."""
+    from tests.support.kube import KubeAPIServer, kube_binaries
+
+    bin_dir, reason = kube_binaries()
+    if bin_dir is None:
+        if os.environ.get("FACEPIPE_REQUIRE_KUBE", "") not in ("", "0"):
+            pytest.fail(f"FACEPIPE_REQUIRE_KUBE is set but {reason}", pytrace=False)
+        pytest.skip(reason)
+    with KubeAPIServer(tmp_path_factory.mktemp("kube"), bin_dir) as server:
+        yield server
