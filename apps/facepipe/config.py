@@ -255,7 +255,7 @@ class RunSettings:
     )
     remote: BrokerSettings = group("REMOTE_MQTT_", "remote", remote_broker, "cloud broker (with --external-brokers)")
     mosquitto: str = setting("mosquitto", "FACEPIPE_MOSQUITTO", "mosquitto binary for the brokers run starts")
-    workdir: str = setting("", "FACEPIPE_RUN_DIR", "directory for brokers' files and component logs (empty: a temporary one)")
+    run_dir: str = setting("", "FACEPIPE_RUN_DIR", "directory for brokers' files and component logs (empty: a temporary one)")
     drain_timeout: float = setting(
         60.0, "FACEPIPE_DRAIN_TIMEOUT", "seconds without progress before run stops waiting for faces to be stored", check=positive
     )

@@ -180,8 +180,17 @@ class FaceMeta:
         return cls.from_user_properties(list(getattr(props, "UserProperty", [])), getattr(props, "ContentType", None))
 
     def storage_metadata(self) -> dict[str, str]:
-        """The metadata stored with the object (S3 user metadata / directory sidecar)."""
-        return dict(self.user_properties())
+        """The metadata stored with the object (S3 user metadata / directory sidecar).
+
+        Names use hyphens (`captured-at`): S3 metadata travels as HTTP headers, where
+        underscores are rewritten or dropped by some servers and proxies.
+        """
+        return {name.replace("_", "-"): value for name, value in self.user_properties()}
+
+    @classmethod
+    def from_storage_metadata(cls, metadata: dict[str, str]) -> FaceMeta:
+        """Parse what `storage_metadata` wrote (objects are always PNG)."""
+        return cls.from_user_properties([(name.replace("-", "_"), value) for name, value in metadata.items()], PNG)
 
 
 def _int(name: str, text: str, minimum: int) -> int:

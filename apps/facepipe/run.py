@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import tempfile
@@ -29,75 +30,95 @@ from facepipe.processes import ChildProcess, free_port
 PROGRESS_SECONDS = 2.0
 
 
-class Pipeline:
-    """The four component processes of one run and where to watch them."""
+class ComponentProcess:
+    """One `facepipe <component>` process configured through its environment, as a chart does."""
 
-    def __init__(self, settings: RunSettings, workdir: Path, local: tuple[str, int], remote: config.BrokerSettings) -> None:
-        self.settings = settings
+    def __init__(self, name: str, settings: Any, workdir: Path, extra_env: dict[str, str] | None = None) -> None:
+        self.name = name
         self.workdir = workdir
-        self.ports: dict[str, int] = {}
-        self.procs: dict[str, ChildProcess] = {}
-        camera = settings.camera
-        edge = replace(camera.broker, host=local[0], port=local[1])
-        common = replace(camera.common, http_host="127.0.0.1")
-        self.env: dict[str, dict[str, str]] = {
-            "processor": config.to_environment(
-                config.ProcessorSettings(common=replace(common, device_id="cloud"), broker=remote, storage=settings.storage)
-            ),
-            "forwarder": config.to_environment(config.ForwarderSettings(common=common, local=edge, remote=remote)),
-            "logger": config.to_environment(config.LoggerSettings(common=common, broker=edge)),
-            "camera": config.to_environment(replace(camera, common=common, broker=edge)),
-        }
+        self.port = free_port()
+        self.summary_path = workdir / f"{name}.summary.json"
+        self.env = dict(os.environ)
+        self.env.update(config.to_environment(settings))
+        self.env.update(extra_env or {})
+        self.env.update(FACEPIPE_HTTP_HOST="127.0.0.1", FACEPIPE_HTTP_PORT=str(self.port), FACEPIPE_SUMMARY_FILE=str(self.summary_path))
+        self.process = ChildProcess(name, [sys.executable, "-m", "facepipe", name], workdir / f"{name}.log", env=self.env)
 
-    def start(self, name: str) -> None:
-        port = free_port()
-        self.ports[name] = port
-        env = dict(self.env[name], FACEPIPE_HTTP_PORT=str(port), FACEPIPE_SUMMARY_FILE=str(self.workdir / f"{name}.summary.json"))
-        argv = [sys.executable, "-m", "facepipe", name]
-        self.procs[name] = ChildProcess(name, argv, self.workdir / f"{name}.log", env=_inherit(env)).start()
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
-    def metrics(self, name: str) -> dict[str, float]:
+    def start(self) -> ComponentProcess:
+        self.summary_path.unlink(missing_ok=True)
+        self.process.start()
+        return self
+
+    def metrics(self) -> dict[str, float]:
+        """The component's current metrics ({} while it does not answer)."""
         try:
-            return scrape(f"http://127.0.0.1:{self.ports[name]}/metrics")
+            return scrape(self.url + "/metrics")
         except OSError:
             return {}
 
-    def wait_ready(self, name: str, timeout: float = 60.0) -> None:
+    def is_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + "/readyz", timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def wait_ready(self, timeout: float = 60.0) -> ComponentProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            proc = self.procs[name]
-            if not proc.running():
-                raise RuntimeError(f"{name} exited (code {proc.returncode()}):\n{proc.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.ports[name]}/readyz", timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise TimeoutError(f"{name} not ready within {timeout:.0f}s:\n{self.procs[name].log_tail()}")
+            if not self.process.running():
+                raise RuntimeError(f"{self.name} exited (code {self.process.returncode()}):\n{self.process.log_tail()}")
+            if self.is_ready():
+                return self
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.name} not ready within {timeout:.0f}s:\n{self.process.log_tail()}")
 
-    def summary(self, name: str) -> dict[str, Any]:
-        path = self.workdir / f"{name}.summary.json"
-        return json.loads(path.read_text()) if path.exists() else {}
+    def summary(self) -> dict[str, Any]:
+        """The counters the component wrote when it stopped ({} if it has not)."""
+        return json.loads(self.summary_path.read_text()) if self.summary_path.exists() else {}
+
+    def stop(self) -> int | None:
+        return self.process.stop()
+
+    def kill(self) -> None:
+        self.process.kill()
+
+
+class Pipeline:
+    """The four component processes of one run."""
+
+    def __init__(self, settings: RunSettings, workdir: Path, local: tuple[str, int], remote: config.BrokerSettings) -> None:
+        camera = settings.camera
+        edge = replace(camera.broker, host=local[0], port=local[1])
+        common = camera.common
+        self.components = {
+            "processor": ComponentProcess(
+                "processor",
+                config.ProcessorSettings(common=replace(common, device_id="cloud"), broker=remote, storage=settings.storage),
+                workdir,
+            ),
+            "forwarder": ComponentProcess("forwarder", config.ForwarderSettings(common=common, local=edge, remote=remote), workdir),
+            "logger": ComponentProcess("logger", config.LoggerSettings(common=common, broker=edge), workdir),
+            "camera": ComponentProcess("camera", replace(camera, broker=edge), workdir),
+        }
+
+    def __getitem__(self, name: str) -> ComponentProcess:
+        return self.components[name]
 
     def stop(self) -> None:
         for name in ("camera", "logger", "forwarder", "processor"):
-            if name in self.procs:
-                self.procs[name].stop()
-
-
-def _inherit(env: dict[str, str]) -> dict[str, str]:
-    import os
-
-    merged = dict(os.environ)
-    merged.update(env)
-    return merged
+            self.components[name].stop()
 
 
 def _wait_stored(pipeline: Pipeline, published: int, settings: RunSettings, log: logging.Logger) -> None:
     """Wait until the processor has handled `published` faces, or no progress for drain_timeout."""
     last_progress, last_done, last_report = time.monotonic(), -1.0, 0.0
     while True:
-        processor = pipeline.metrics("processor")
+        processor = pipeline["processor"].metrics()
         done = processor.get("facepipe_processor_stored_total", 0.0) + processor.get("facepipe_processor_rejected_total", 0.0)
         now = time.monotonic()
         if done >= published:
@@ -114,8 +135,8 @@ def _wait_stored(pipeline: Pipeline, published: int, settings: RunSettings, log:
 
 
 def _report_progress(pipeline: Pipeline, log: logging.Logger) -> None:
-    camera = pipeline.metrics("camera")
-    processor = pipeline.metrics("processor")
+    camera = pipeline["camera"].metrics()
+    processor = pipeline["processor"].metrics()
     log.info(
         "run.progress",
         extra={
@@ -127,7 +148,7 @@ def _report_progress(pipeline: Pipeline, log: logging.Logger) -> None:
 
 
 def run_pipeline(settings: RunSettings, log: logging.Logger) -> int:
-    workdir = Path(settings.workdir) if settings.workdir else Path(tempfile.mkdtemp(prefix="facepipe-run-"))
+    workdir = Path(settings.run_dir) if settings.run_dir else Path(tempfile.mkdtemp(prefix="facepipe-run-"))
     workdir.mkdir(parents=True, exist_ok=True)
     brokers: list[MosquittoBroker] = []
     pipeline: Pipeline | None = None
@@ -150,11 +171,10 @@ def run_pipeline(settings: RunSettings, log: logging.Logger) -> int:
         log.info("run.brokers", extra={"edge": f"{local[0]}:{local[1]}", "cloud": f"{remote.host}:{remote.port}", "workdir": str(workdir)})
         pipeline = Pipeline(settings, workdir, local, remote)
         for name in ("processor", "forwarder", "logger"):
-            pipeline.start(name)
+            pipeline[name].start()
         for name in ("processor", "forwarder", "logger"):
-            pipeline.wait_ready(name)
-        pipeline.start("camera")
-        camera = pipeline.procs["camera"]
+            pipeline[name].wait_ready()
+        camera = pipeline["camera"].start().process
         last_report = time.monotonic()
         while camera.running():
             time.sleep(0.1)
@@ -165,7 +185,7 @@ def run_pipeline(settings: RunSettings, log: logging.Logger) -> int:
             log.error("run.camera_failed", extra={"code": camera.returncode(), "log": camera.log_tail(10)})
             print(camera.log_tail(10), file=sys.stderr)
             return 2
-        camera_summary = pipeline.summary("camera")
+        camera_summary = pipeline["camera"].summary()
         _wait_stored(pipeline, int(camera_summary.get("published", 0)), settings, log)
         pipeline.stop()
         result = _result(settings, pipeline, camera_summary, time.monotonic() - started, workdir)
@@ -179,7 +199,7 @@ def run_pipeline(settings: RunSettings, log: logging.Logger) -> int:
 
 
 def _result(settings: RunSettings, pipeline: Pipeline, camera: dict[str, Any], seconds: float, workdir: Path) -> dict[str, Any]:
-    forwarder, processor, logger = (pipeline.summary(n) for n in ("forwarder", "processor", "logger"))
+    forwarder, processor, logger = (pipeline[n].summary() for n in ("forwarder", "processor", "logger"))
     published = int(camera.get("published", 0))
     stored, rejected = int(processor.get("stored", 0)), int(processor.get("rejected", 0))
     return {

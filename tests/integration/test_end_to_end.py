@@ -1,0 +1,91 @@
+"""End to end: a video with known faces goes in through two real Mosquitto brokers and the four
+components; exactly the expected PNG objects come out, with the design's keys and metadata."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from facepipe import contract
+from facepipe.camera.detect import create_detector
+from facepipe.config import DetectorSettings
+from facepipe.contract import FaceMeta
+from tests.support.rgw import RadosGateway
+
+
+@pytest.fixture(scope="module")
+def expected_faces(test_video: Path, model_dir: Path) -> set[tuple[int, int]]:
+    """(frame, face index) of every face the camera's detector finds in the video, frame by frame."""
+    detector = create_detector(DetectorSettings(model_dir=str(model_dir)))
+    capture = cv2.VideoCapture(str(test_video))
+    found: set[tuple[int, int]] = set()
+    frame_index = 0
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        found |= {(frame_index, i) for i in range(len(detector.detect(frame)))}
+        frame_index += 1
+    assert frame_index == 275 and len(found) > 100
+    return found
+
+
+def run_pipeline(source: Path, store: str, model_dir: Path, workdir: Path, env: dict[str, str] | None = None) -> dict:
+    argv = [sys.executable, "-m", "facepipe", "run", "--source", str(source), "--store", store]
+    argv += ["--model-dir", str(model_dir), "--run-dir", str(workdir), "--device-id", "edge-test", "--camera-id", "front"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    print("\nrun summary:", summary)
+    return summary
+
+
+def check_objects(objects: dict[str, tuple[bytes, dict[str, str]]], prefix: str, expected: set[tuple[int, int]]) -> None:
+    """Every object's key derives from its metadata; the (frame, face) set is exactly the expected one."""
+    seen: set[tuple[int, int]] = set()
+    seqs: set[int] = set()
+    for key, (png, metadata) in objects.items():
+        meta = FaceMeta.from_storage_metadata(metadata)
+        assert key == contract.object_key(prefix, meta)
+        assert (meta.device, meta.camera) == ("edge-test", "front")
+        assert meta.detector.startswith("yunet/")
+        image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+        assert image is not None and png.startswith(b"\x89PNG")
+        # The crop is the face box plus a 20% margin, clipped to the 640x360 frame.
+        assert meta.bbox[2] <= image.shape[1] <= 1.4 * meta.bbox[2] + 2
+        seen.add((meta.frame, meta.face))
+        seqs.add(meta.seq)
+    assert seen == expected
+    assert seqs == set(range(len(expected)))
+
+
+def test_video_to_directory(tmp_path: Path, test_video: Path, model_dir: Path, expected_faces: set) -> None:
+    summary = run_pipeline(test_video, f"file://{tmp_path / 'faces'}", model_dir, tmp_path / "run")
+    assert summary["published"] == summary["stored"] == summary["forwarded"] == len(expected_faces)
+    assert summary["lost"] == 0 and summary["rejected"] == 0 and summary["logger_lost"] == 0
+    assert summary["frames"] == 275
+    root = tmp_path / "faces"
+    objects = {
+        str(p.relative_to(root)): (p.read_bytes(), json.loads(p.with_name(p.name + ".json").read_text())) for p in root.rglob("*.png")
+    }
+    check_objects(objects, "", expected_faces)
+
+
+def test_video_to_s3(tmp_path: Path, test_video: Path, model_dir: Path, expected_faces: set, rgw: RadosGateway, s3_bucket: str) -> None:
+    env = {**os.environ, **rgw.env()}
+    summary = run_pipeline(test_video, f"s3://{s3_bucket}/faces", model_dir, tmp_path / "run", env)
+    assert summary["published"] == summary["stored"] == len(expected_faces) and summary["lost"] == 0
+    s3 = rgw.client()
+    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=s3_bucket) for o in page.get("Contents", [])]
+    assert all(k.startswith("faces/edge-test/") for k in keys)
+    objects = {}
+    for key in keys:
+        got = s3.get_object(Bucket=s3_bucket, Key=key)
+        assert got["ContentType"] == "image/png"
+        objects[key] = (got["Body"].read(), got["Metadata"])
+    check_objects(objects, "faces", expected_faces)

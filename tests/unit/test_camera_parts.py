@@ -1,0 +1,73 @@
+"""Camera building blocks: crop margins, the newest-frame slot, the detector's scaling, seq gaps."""
+
+import threading
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from facepipe.camera.camera import crop_box
+from facepipe.camera.detect import downscale, to_source
+from facepipe.camera.sources import Frame, LatestFrameSlot, SourceError, classify, open_reader
+from facepipe.contract import FaceMeta
+from facepipe.logger import SeqTracker
+
+
+def test_crop_box_adds_margin_and_clips() -> None:
+    assert crop_box((100, 100, 50, 40), 0.2, (480, 640, 3)) == (90, 92, 160, 148)
+    assert crop_box((0, 0, 50, 40), 0.5, (480, 640, 3)) == (0, 0, 75, 60)
+    assert crop_box((600, 450, 40, 30), 0.5, (480, 640, 3)) == (580, 435, 640, 480)
+
+
+def test_downscale_and_back() -> None:
+    frame = np.zeros((720, 1280, 3), np.uint8)
+    small, back = downscale(frame, 320)
+    assert small.shape == (180, 320, 3) and back == 4.0
+    assert to_source(np.array([10.0, 20.0, 30.0, 40.0]), back, frame.shape) == (40, 80, 120, 160)
+    assert downscale(frame, 0)[1] == 1.0
+    assert to_source(np.array([310.0, 170.0, 30.0, 30.0]), back, frame.shape) == (1240, 680, 40, 40)
+
+
+def test_latest_frame_slot_keeps_newest_and_counts_drops() -> None:
+    slot = LatestFrameSlot()
+    for i in range(5):
+        slot.put(Frame(i, np.zeros((1, 1, 3), np.uint8), 0.0))
+    frame = slot.take(timeout=0.1)
+    assert frame is not None and frame.index == 4
+    assert slot.dropped == 4
+    assert slot.take(timeout=0.01) is None
+    slot.end()
+    assert slot.ended
+
+
+def test_latest_frame_slot_wakes_a_waiting_consumer() -> None:
+    slot = LatestFrameSlot()
+    got: list[int] = []
+    consumer = threading.Thread(target=lambda: got.append(slot.take(timeout=5).index))  # type: ignore[union-attr]
+    consumer.start()
+    slot.put(Frame(9, np.zeros((1, 1, 3), np.uint8), 0.0))
+    consumer.join(5)
+    assert got == [9]
+
+
+def test_source_classification_and_missing_sources() -> None:
+    assert classify("0") == "device" and classify("/dev/video2") == "device"
+    assert classify("rtsp://cam.local/stream") == "stream" and classify("http://x/mjpg") == "stream"
+    assert classify("clip.mp4") == "file"
+    with pytest.raises(SourceError, match="does not exist"):
+        open_reader("/dev/video99")
+    with pytest.raises(SourceError, match="does not exist"):
+        open_reader("/nonexistent/clip.mp4")
+
+
+def _meta(seq: int, boot: str = "b1") -> FaceMeta:
+    return FaceMeta("d", "c", boot, seq, datetime.now(UTC), 0, 0, (0, 0, 1, 1), 1.0, "t")
+
+
+def test_seq_tracker_counts_gaps_and_repeats() -> None:
+    tracker = SeqTracker()
+    assert tracker.observe(_meta(0)) == (0, False)
+    assert tracker.observe(_meta(1)) == (0, False)
+    assert tracker.observe(_meta(5)) == (3, False)
+    assert tracker.observe(_meta(5)) == (0, True)
+    assert tracker.observe(_meta(0, boot="b2")) == (0, False)  # a new camera run starts its own sequence

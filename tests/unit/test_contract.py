@@ -1,0 +1,96 @@
+"""The contract: properties round-trip, keys derive from metadata alone, bad metadata is named."""
+
+from datetime import UTC, datetime
+
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from facepipe import contract
+from facepipe.contract import ContractError, FaceMeta
+
+CAPTURED = datetime(2026, 11, 24, 21, 34, 5, 123456, tzinfo=UTC)
+
+
+def meta(**overrides: object) -> FaceMeta:
+    fields: dict[str, object] = dict(
+        device="edge-1", camera="cam0", boot="a1b2c3d4", seq=42, captured_at=CAPTURED,
+        frame=7, face=1, bbox=(10, 20, 30, 40), score=0.8766, detector="yunet/face_detection_yunet_2023mar",
+    )  # fmt: skip
+    fields.update(overrides)
+    return FaceMeta(**fields)  # type: ignore[arg-type]
+
+
+def test_properties_round_trip() -> None:
+    original = meta(track=3)
+    props = original.to_properties()
+    assert props.ContentType == "image/png"
+    names = [name for name, _ in props.UserProperty]
+    assert names == list(contract.USER_PROPERTY_NAMES)
+    parsed = FaceMeta.from_properties(props)
+    assert parsed == FaceMeta(**{**original.__dict__, "score": 0.877, "captured_at": CAPTURED.replace(microsecond=123000)})
+
+
+def test_object_key_follows_design() -> None:
+    assert contract.object_key("faces", meta()) == "faces/edge-1/2026/11/24/213405.123_cam0_a1b2c3d4_42.png"
+    assert contract.object_key("", meta()) == "edge-1/2026/11/24/213405.123_cam0_a1b2c3d4_42.png"
+    assert contract.object_key("/a/b/", meta()) == "a/b/edge-1/2026/11/24/213405.123_cam0_a1b2c3d4_42.png"
+
+
+def test_same_metadata_same_key_so_redelivery_overwrites() -> None:
+    assert contract.object_key("p", meta()) == contract.object_key("p", FaceMeta.from_properties(meta().to_properties()))
+
+
+def test_anonymous_key_uses_arrival_time_and_sha256() -> None:
+    key = contract.anonymous_key("p", "unknown", CAPTURED, b"abc")
+    assert key == "p/unknown/2026/11/24/213405.123_sha256-ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad.png"
+
+
+@pytest.mark.parametrize(
+    ("change", "reason", "field"),
+    [
+        (("seq", "-1"), "bad_metadata", "seq"),
+        (("seq", "4x"), "bad_metadata", "seq"),
+        (("device", "../etc"), "bad_metadata", "device"),
+        (("bbox", "1,2,3"), "bad_metadata", "bbox"),
+        (("score", "1.5"), "bad_metadata", "score"),
+        (("captured_at", "yesterday"), "bad_metadata", "captured_at"),
+        (("schema", "facepipe/0"), "bad_metadata", "schema"),
+        (("camera", ""), "bad_metadata", "camera"),
+    ],
+)
+def test_bad_metadata_is_rejected_naming_the_field(change: tuple[str, str], reason: str, field: str) -> None:
+    pairs = [(n, change[1] if n == change[0] else v) for n, v in meta().user_properties()]
+    with pytest.raises(ContractError) as info:
+        FaceMeta.from_user_properties(pairs, "image/png")
+    assert info.value.reason == reason
+    assert field in str(info.value)
+
+
+def test_missing_and_duplicate_properties() -> None:
+    pairs = [p for p in meta().user_properties() if p[0] != "boot"]
+    with pytest.raises(ContractError, match="boot"):
+        FaceMeta.from_user_properties(pairs, "image/png")
+    with pytest.raises(ContractError, match="twice"):
+        FaceMeta.from_user_properties([*meta().user_properties(), ("seq", "1")], "image/png")
+
+
+def test_wrong_content_type_and_no_properties() -> None:
+    with pytest.raises(ContractError) as info:
+        FaceMeta.from_user_properties(meta().user_properties(), "text/plain")
+    assert info.value.reason == "bad_content_type"
+    with pytest.raises(ContractError):
+        FaceMeta.from_properties(None)
+    with pytest.raises(ContractError):
+        FaceMeta.from_properties(Properties(PacketTypes.PUBLISH))
+
+
+def test_topics() -> None:
+    assert contract.remote_topic("cam_bin_remote", "edge-1") == "cam_bin_remote/edge-1"
+    assert contract.remote_subscription("cam_bin_remote") == "cam_bin_remote/#"
+    assert contract.remote_subscription("cam_bin_remote", "procs") == "$share/procs/cam_bin_remote/#"
+    assert contract.device_from_topic("cam_bin_remote", "cam_bin_remote/edge-1") == "edge-1"
+    assert contract.device_from_topic("cam_bin_remote", "cam_bin_remote") == "unknown"
+    for bad in ("cam_bin_remote/a/b", "other/edge-1", "cam_bin_remote/..", "cam_bin_remote/"):
+        with pytest.raises(ContractError):
+            contract.device_from_topic("cam_bin_remote", bad)
