@@ -1,0 +1,56 @@
+"""Fixtures of the tests against a live API server (marker `kube`): see live.py and tests/support/kube.py."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.kube import live
+from tests.support import helm as h
+
+
+@pytest.fixture(scope="session")
+def cluster(kube_api) -> live.Cluster:
+    """The session's API server (the `kube_api` fixture) with a `kubernetes` client and discovery."""
+    return live.Cluster(kube_api)
+
+
+def need_helm(helm_binaries: dict[str, h.Helm | None], name: str) -> h.Helm:
+    binary = helm_binaries[name]
+    if binary is None:
+        pytest.skip(f"{name} not found: {h.INSTALL_HINT}")
+    return binary
+
+
+@pytest.fixture(scope="session")
+def helm4(helm_binaries) -> h.Helm:
+    return need_helm(helm_binaries, "helm4")
+
+
+@pytest.fixture(scope="session")
+def kubectl() -> str:
+    path = live.find_kubectl()
+    if path is None:
+        pytest.skip(f"kubectl not found: {live.KUBECTL_HINT}")
+    return str(path)
+
+
+def release_cases(chart: str, helms: tuple[str, ...] = ("helm3", "helm4")) -> list:
+    """pytest params (helm name, profile) for every profile of a chart, with readable ids."""
+    return [pytest.param((name, profile), id=f"{name}-{profile}") for name in helms for profile in h.profile_ids(chart)]
+
+
+def installed(request: pytest.FixtureRequest, cluster: live.Cluster, helm_binaries, chart: str) -> Iterator[live.Release]:
+    """Body of a module-scoped release fixture: install (helm, profile) into its own namespace,
+    yield the Release, and uninstall it afterwards unless a test did."""
+    name, profile = request.param
+    helm = need_helm(helm_binaries, name)
+    namespace = live.dns_label("i", name, chart.removeprefix("face-"), profile)
+    release = live.install_profile(helm, cluster, chart, profile, namespace)
+    try:
+        yield release
+    finally:
+        if not release.uninstalled:
+            release.uninstall(check=False)
+        cluster.delete_namespace(namespace)
