@@ -61,6 +61,11 @@ class MosquittoBroker:
     host: str = "127.0.0.1"
     process: ChildProcess | None = None
 
+    @property
+    def log_path(self) -> Path:
+        """The broker's own log (flushed per line, unlike its stdout)."""
+        return self.workdir / "mosquitto.log"
+
     def config_text(self) -> str:
         data = self.workdir / "data"
         sec = self.security
@@ -75,10 +80,12 @@ class MosquittoBroker:
             f"max_queued_bytes {MAX_QUEUED_BYTES}",
             f"max_inflight_messages {MAX_INFLIGHT_MESSAGES}",
             f"max_packet_size {MAX_PACKET_SIZE}",
-            "log_dest stdout",
+            f"log_dest file {self.log_path}",
+            "log_timestamp_format %Y-%m-%dT%H:%M:%S",
             "log_type error",
             "log_type warning",
             "log_type notice",
+            "log_type information",
             "connection_messages true",
             f"listener {self.port} {self.host}",
         ]
