@@ -108,7 +108,7 @@ class MosquittoBroker:
         (self.workdir / "data").mkdir(exist_ok=True)
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(self.config_text())
-        self.process = ChildProcess(self.name, [find_mosquitto(self.binary), "-c", str(conf)], self.workdir / "mosquitto.log").start()
+        self.process = ChildProcess(self.name, [find_mosquitto(self.binary), "-c", str(conf)], self.workdir / "mosquitto.out").start()
         self.process.wait_for_port(self.host, self.port, timeout)
         return self
 

@@ -5,7 +5,7 @@ import hashlib
 import json
 import struct
 import zlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -34,7 +34,7 @@ def start_processor(broker: MosquittoBroker, store: Path, workdir: Path) -> Comp
 
 
 def props(device: str = "edge-1", content_type: str = "image/png", seq: int = 0) -> Properties:
-    meta = FaceMeta(device, "cam0", "b00f", seq, datetime.now(timezone.utc), 0, 0, (1, 2, 3, 4), 0.9, "test/1", content_type)
+    meta = FaceMeta(device, "cam0", "b00f", seq, datetime.now(UTC), 0, 0, (1, 2, 3, 4), 0.9, "test/1", content_type)
     return meta.to_properties()
 
 
