@@ -141,6 +141,17 @@ def helm(request, helm_binaries):
 
 
 @pytest.fixture(scope="session")
+def helm_any(helm_binaries):
+    """One helm (4, else 3) for checks where both render the same objects (test_render proves it)."""
+    from tests.support import helm as support
+
+    binary = helm_binaries["helm4"] or helm_binaries["helm3"]
+    if binary is None:
+        pytest.skip(f"no helm found: {support.INSTALL_HINT}")
+    return binary
+
+
+@pytest.fixture(scope="session")
 def render_cache():
     """Rendered documents per (helm, chart, profile), computed once per session."""
     from tests.support import helm as support

@@ -118,11 +118,11 @@ class Subscriber:
         return out.split()
 
 
-def test_cloud_broker_enforces_users_acls_and_tls(helm: h.Helm, tmp_path: Path) -> None:
+def test_cloud_broker_enforces_users_acls_and_tls(helm_any: h.Helm, tmp_path: Path) -> None:
     sets = ["broker.tls.hosts[0]=localhost", "broker.tls.hosts[1]=127.0.0.1"]
     for i, (name, password) in enumerate(DEVICES.items()):
         sets += [f"broker.auth.devices[{i}].name={name}", f"broker.auth.devices[{i}].password={password}"]
-    docs = helm.template("face-cloud", sets=sets)
+    docs = helm_any.template("face-cloud", sets=sets)
     users = {k: base64.b64decode(v).decode() for k, v in next(d for d in h.by_kind(docs, "Secret") if d["metadata"]["name"].endswith("-broker-users"))["data"].items()}
     passwd = None
     with Broker(docs, tmp_path) as broker:
@@ -157,8 +157,8 @@ def test_cloud_broker_enforces_users_acls_and_tls(helm: h.Helm, tmp_path: Path) 
     assert all(pw not in passwd for pw in users.values())
 
 
-def test_edge_broker_with_password(helm: h.Helm, tmp_path: Path) -> None:
-    docs = helm.template("face-edge", sets=["cloud.host=mqtt.example.com", "broker.auth.enabled=true", "broker.auth.password=edge-secret"])
+def test_edge_broker_with_password(helm_any: h.Helm, tmp_path: Path) -> None:
+    docs = helm_any.template("face-edge", sets=["cloud.host=mqtt.example.com", "broker.auth.enabled=true", "broker.auth.password=edge-secret"])
     with Broker(docs, tmp_path) as broker:
         port = broker.port(1883)
         sub = Subscriber(port, "cam_bin", "facepipe", "edge-secret", count=3)
@@ -168,8 +168,8 @@ def test_edge_broker_with_password(helm: h.Helm, tmp_path: Path) -> None:
         assert pub(port, "cam_bin") != 0, "anonymous refused once a password is set"
 
 
-def test_edge_broker_default_config_starts(helm: h.Helm, tmp_path: Path) -> None:
-    docs = helm.template("face-edge", sets=["cloud.host=mqtt.example.com"])
+def test_edge_broker_default_config_starts(helm_any: h.Helm, tmp_path: Path) -> None:
+    docs = helm_any.template("face-edge", sets=["cloud.host=mqtt.example.com"])
     with Broker(docs, tmp_path) as broker:
         assert pub(broker.port(1883), "cam_bin") == 0
     log = broker.log()

@@ -23,20 +23,11 @@ def justified(chart: str) -> set[str]:
     return set(re.findall(r"^\| `(CKV2?_K8S_\d+)` \|", table, flags=re.MULTILINE))
 
 
-@pytest.fixture(scope="module")
-def scan_helm(helm_binaries: dict[str, h.Helm | None]) -> h.Helm:
-    """The scan looks at one rendering (Helm 3 and 4 render the same objects: see test_render)."""
-    binary = helm_binaries["helm4"] or helm_binaries["helm3"]
-    if binary is None:
-        pytest.skip(f"no helm: {h.INSTALL_HINT}")
-    return binary
-
-
 @pytest.mark.parametrize("chart", h.CHART_NAMES)
-def test_checkov_findings_are_justified(chart: str, scan_helm: h.Helm, checkov_binary: Path, tmp_path: Path) -> None:
+def test_checkov_findings_are_justified(chart: str, helm_any: h.Helm, checkov_binary: Path, tmp_path: Path) -> None:
     for profile in h.profile_ids(chart):
         values, sets = h.profile_args(chart, profile)
-        (tmp_path / f"{profile}.yaml").write_text(scan_helm.template_text(chart, values, sets).stdout)
+        (tmp_path / f"{profile}.yaml").write_text(helm_any.template_text(chart, values, sets).stdout)
     env = dict(os.environ, BC_SKIP_MAPPING="TRUE", CHECKOV_RUN_SCA_PACKAGE_SCAN_V2="false")
     result = subprocess.run(
         [str(checkov_binary), "-d", str(tmp_path), "--framework", "kubernetes", "--skip-download", "--quiet", "-o", "json"],

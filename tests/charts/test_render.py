@@ -21,10 +21,20 @@ def test_every_chart_has_profiles() -> None:
     assert stores == {"s3", "directory"}
 
 
+@pytest.fixture(scope="session")
+def lint_results(helm: h.Helm) -> dict:
+    """helm lint --strict of every chart/profile, once per helm, in parallel."""
+
+    def lint(case: tuple[str, str]) -> object:
+        values, sets = h.profile_args(*case)
+        return helm.lint(case[0], sets=sets, values=values)
+
+    return dict(zip(CASES, h.parallel(lint, CASES), strict=True))
+
+
 @pytest.mark.parametrize(("chart", "profile"), CASES, ids=CASE_IDS)
-def test_lint_strict(helm: h.Helm, chart: str, profile: str) -> None:
-    values, sets = h.profile_args(chart, profile)
-    result = helm.lint(chart, sets=sets, values=values)
+def test_lint_strict(helm: h.Helm, lint_results: dict, chart: str, profile: str) -> None:
+    result = lint_results[(chart, profile)]
     assert result.returncode == 0, result.stdout + result.stderr
     assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout, result.stdout
 

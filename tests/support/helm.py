@@ -17,16 +17,19 @@ import re
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 # The Kubernetes version the rendered manifests are validated against: current k3s.
 K8S_VERSION = "1.36"
 KUBE_VERSION_FLAG = f"v{K8S_VERSION}.0"  # helm template --kube-version
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 REPO = Path(__file__).resolve().parents[2]
 CHARTS = REPO / "charts"
@@ -208,17 +211,36 @@ def effective_values(chart: str, profile: str) -> dict[str, Any]:
     return values
 
 
+def all_cases() -> list[tuple[str, str]]:
+    """(chart, profile id) of every chart's defaults and profiles."""
+    return [(chart, profile) for chart in CHART_NAMES for profile in profile_ids(chart)]
+
+
+def parallel(fn: Callable[[T], R], items: Iterable[T], workers: int = 4) -> list[R]:
+    """fn over items on a few threads (helm and facepipe runs are separate processes)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(fn, items))
+
+
 class RenderCache:
-    """Each (helm, chart, profile) rendered once per test session."""
+    """Each (helm, chart, profile) rendered once per test session; the first use of a helm renders
+    every chart and profile at once, in parallel."""
 
     def __init__(self) -> None:
         self._docs: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
 
+    def _render(self, helm: Helm, chart: str, profile: str) -> list[dict[str, Any]]:
+        values, sets = profile_args(chart, profile)
+        return helm.template(chart, values, sets)
+
     def get(self, helm: Helm, chart: str, profile: str) -> list[dict[str, Any]]:
         key = (helm.name, chart, profile)
         if key not in self._docs:
-            values, sets = profile_args(chart, profile)
-            self._docs[key] = helm.template(chart, values, sets)
+            cases = [c for c in all_cases() if (helm.name, *c) not in self._docs]
+            for case, docs in zip(cases, parallel(lambda c: self._render(helm, *c), cases), strict=True):
+                self._docs[(helm.name, *case)] = docs
         return self._docs[key]
 
 
