@@ -124,3 +124,12 @@ def test_every_component_is_covered(helm: h.Helm, render_cache: h.RenderCache) -
         for _, c in app_containers(render_cache.get(helm, chart, profile)):
             seen.add(c["args"][0])
     assert seen == set(SETTINGS)
+
+
+def test_the_check_catches_a_bad_value() -> None:
+    """The harness itself: a value the app refuses makes check-config fail (exit 2, naming it)."""
+    pytest.importorskip("facepipe.cli", reason="the facepipe CLI is not installed in this environment")
+    container = {"args": ["camera"], "env": [{"name": "FACEPIPE_JPEG_QUALITY", "value": "500"}]}
+    result = run_check_config(container)
+    assert result.returncode == 2
+    assert "FACEPIPE_JPEG_QUALITY" in result.stderr + result.stdout
