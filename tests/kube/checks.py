@@ -50,7 +50,9 @@ def assert_referenced_secrets_exist(release: live.Release) -> list[live.SecretRe
 
 def workload(release: live.Release, component: str) -> Any:
     """The one Deployment/StatefulSet/DaemonSet of a component (app.kubernetes.io/component)."""
-    found = [w for w in release.cluster.workloads(release.namespace) if (w.metadata.labels or {}).get("app.kubernetes.io/component") == component]
+    found = [
+        w for w in release.cluster.workloads(release.namespace) if (w.metadata.labels or {}).get("app.kubernetes.io/component") == component
+    ]
     assert len(found) == 1, f"{len(found)} workloads with component={component} in {release.namespace}"
     return found[0]
 
@@ -62,7 +64,9 @@ def env_value(container: Any, name: str) -> str | None:
 
 def secret_key_ref(container: Any, name: str) -> Any:
     item = live.env_of(container).get(name)
-    assert item is not None and item.value_from is not None and item.value_from.secret_key_ref is not None, f"{name} is not read from a Secret"
+    assert item is not None and item.value_from is not None and item.value_from.secret_key_ref is not None, (
+        f"{name} is not read from a Secret"
+    )
     return item.value_from.secret_key_ref
 
 

@@ -47,10 +47,19 @@ def installed(request: pytest.FixtureRequest, cluster: live.Cluster, helm_binari
     name, profile = request.param
     helm = need_helm(helm_binaries, name)
     namespace = live.dns_label("i", name, chart.removeprefix("face-"), profile)
-    release = live.install_profile(helm, cluster, chart, profile, namespace)
+    track: list[live.Release] = []
     try:
-        yield release
+        yield live.install_profile(helm, cluster, chart, profile, namespace, track=track)
     finally:
-        if not release.uninstalled:
-            release.uninstall(check=False)
-        cluster.delete_namespace(namespace)
+        for release in track:
+            live.remove(release)
+
+
+@pytest.fixture
+def releases(cluster: live.Cluster) -> Iterator[list[live.Release]]:
+    """A list to append the test's releases to (live.install_profile(track=...)): each is
+    uninstalled, unless the test did, and its namespace deleted when the test ends."""
+    track: list[live.Release] = []
+    yield track
+    for release in track:
+        live.remove(release)

@@ -263,7 +263,9 @@ class Release:
     made_secrets: set[str] = field(default_factory=set)
 
     def run(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return self.helm.run(*args, "--namespace", self.namespace, "--kubeconfig", str(self.cluster.api.kubeconfig), check=check, timeout=timeout)
+        return self.helm.run(
+            *args, "--namespace", self.namespace, "--kubeconfig", str(self.cluster.api.kubeconfig), check=check, timeout=timeout
+        )
 
     @staticmethod
     def _values_args(values: Iterable[str | Path] = (), sets: Iterable[str] = ()) -> list[str]:
@@ -274,13 +276,17 @@ class Release:
             args += ["--set", s]
         return args
 
-    def install(self, values: Iterable[str | Path] = (), sets: Iterable[str] = (), *, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def install(
+        self, values: Iterable[str | Path] = (), sets: Iterable[str] = (), *, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         # No --wait: without a kubelet no pod ever runs (helm 4's default, hookOnly, waits for
         # hooks only, and the charts' only hooks are `helm test` pods, which install never runs).
         args = ["install", self.name, str(h.chart_dir(self.chart)), "--create-namespace", *self._values_args(values, sets)]
         return self.run(*args, check=check)
 
-    def upgrade(self, values: Iterable[str | Path] = (), sets: Iterable[str] = (), *, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def upgrade(
+        self, values: Iterable[str | Path] = (), sets: Iterable[str] = (), *, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         return self.run("upgrade", self.name, str(h.chart_dir(self.chart)), *self._values_args(values, sets), check=check)
 
     def rollback(self, revision: int, *, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -386,13 +392,32 @@ def make_external_secrets(cluster: Cluster, namespace: str, profile: str) -> set
     return set(secrets)
 
 
-def install_profile(helm: h.Helm, cluster: Cluster, chart: str, profile: str, namespace: str, *, sets: Sequence[str] = ()) -> Release:
-    """A release of chart/profile in its own namespace, with the profile's external Secrets made first."""
+def install_profile(
+    helm: h.Helm,
+    cluster: Cluster,
+    chart: str,
+    profile: str,
+    namespace: str,
+    *,
+    sets: Sequence[str] = (),
+    track: list[Release] | None = None,
+) -> Release:
+    """A release of chart/profile in its own namespace, with the profile's external Secrets made
+    first; appended to `track` (for clean-up) before anything is created."""
     release = Release(helm, cluster, chart, namespace, profile=profile)
+    if track is not None:
+        track.append(release)
     release.made_secrets = make_external_secrets(cluster, namespace, profile)
     files, default_sets = h.profile_args(chart, profile)
     release.install(files, [*default_sets, *sets])
     return release
+
+
+def remove(release: Release) -> None:
+    """Uninstall (unless done) and delete the release's namespace, without waiting."""
+    if not release.uninstalled:
+        release.uninstall(check=False)
+    release.cluster.delete_namespace(release.namespace)
 
 
 def dump_documents(docs: Iterable[Mapping[str, Any]]) -> str:
