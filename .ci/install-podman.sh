@@ -18,14 +18,14 @@ set -euo pipefail
 
 BASE_IMAGE=${FACEPIPE_BASE_IMAGE:-localhost/facepipe-base:bookworm}
 SUITE=bookworm
-# What the application image's final stage installs anyway; baking it into the local base saves
-# time on every cold build (apps/Dockerfile still runs its apt-get step against it).
-INCLUDE=python3,python3-venv,ca-certificates,tzdata
+# Nothing beyond minbase: like debian:bookworm-slim, the base has no python3, so apps/Dockerfile's
+# apt-get steps do the same work here as on a user's machine (and the image size is comparable).
+INCLUDE=${FACEPIPE_BASE_INCLUDE:-}
 CACHE=${FACEPIPE_TOOLS_CACHE:-/var/cache/facepipe-tools}
 DIR=$CACHE/podman
 CONF=$DIR/containers.conf
 ROOTFS_TAR=$DIR/facepipe-base-$SUITE.tar
-STAMP_WANTED="suite=$SUITE variant=minbase include=$INCLUDE"
+STAMP_WANTED="suite=$SUITE variant=minbase include=$INCLUDE slim=1"
 WANT_BASE=1
 [ "${1:-}" = "--no-base" ] && WANT_BASE=0
 
@@ -104,8 +104,8 @@ if [ ! -s "$ROOTFS_TAR" ] || [ "$(cat "$ROOTFS_TAR.stamp" 2>/dev/null)" != "$STA
     t=$(date +%s.%N)
     work=$(mktemp -d "$DIR/.rootfs.XXXXXX")
     trap 'rm -rf "$work"' EXIT
-    log "debootstrap --variant=minbase --include=$INCLUDE $SUITE from $mirror (first time: ~40 s)"
-    debootstrap --variant=minbase --include="$INCLUDE" "$SUITE" "$work/rootfs" "$mirror" >"$work/debootstrap.log" 2>&1 ||
+    log "debootstrap --variant=minbase ${INCLUDE:+--include=$INCLUDE }$SUITE from $mirror (first time: ~40 s)"
+    debootstrap --variant=minbase ${INCLUDE:+--include="$INCLUDE"} "$SUITE" "$work/rootfs" "$mirror" >"$work/debootstrap.log" 2>&1 ||
         { tail -n 30 "$work/debootstrap.log" >&2; die "debootstrap failed"; }
     # The apt sources a debian:bookworm-slim image has (main, updates, security), on this mirror.
     security=${mirror%/debian}/debian-security
@@ -123,9 +123,34 @@ Suites: $SUITE-security
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 EOF
-    # Slim like the official image: no apt lists, caches, docs or man pages.
-    rm -rf "$work/rootfs/var/lib/apt/lists/"* "$work/rootfs/var/cache/apt/"*.bin "$work/rootfs/var/cache/apt/archives/"*.deb \
-        "$work/rootfs/usr/share/doc/"* "$work/rootfs/usr/share/man/"* "$work/rootfs/usr/share/info/"*
+    # Slim like the official debian:*-slim images: apt keeps no caches or translations, dpkg
+    # skips docs, man pages and locales (also for packages installed later), and none are left.
+    r=$work/rootfs
+    cat >"$r/etc/apt/apt.conf.d/docker-clean" <<'EOF'
+DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+Dir::Cache::pkgcache "";
+Dir::Cache::srcpkgcache "";
+EOF
+    echo 'Acquire::Languages "none";' >"$r/etc/apt/apt.conf.d/docker-no-languages"
+    echo 'Acquire::GzipIndexes "true";' >"$r/etc/apt/apt.conf.d/docker-gzip-indexes"
+    mkdir -p "$r/etc/dpkg/dpkg.cfg.d"
+    cat >"$r/etc/dpkg/dpkg.cfg.d/docker" <<'EOF'
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/groff/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/linda/*
+path-exclude /usr/share/lintian/overrides/*
+path-exclude /usr/share/locale/*
+path-include /usr/share/locale/locale.alias
+path-exclude /usr/share/man/*
+EOF
+    rm -rf "$r/var/lib/apt/lists/"* "$r/var/cache/apt/"*.bin "$r/var/cache/apt/archives/"*.deb "$r/var/log/"*.log \
+        "$r/usr/share/groff/"* "$r/usr/share/info/"* "$r/usr/share/linda/"* "$r/usr/share/lintian/overrides/"* "$r/usr/share/man/"*
+    find "$r/usr/share/doc" -mindepth 1 -not -name copyright -not -type d -delete
+    find "$r/usr/share/doc" -mindepth 1 -type d -empty -delete
+    find "$r/usr/share/locale" -mindepth 1 -maxdepth 1 -not -name locale.alias -exec rm -rf {} +
     tar --numeric-owner -C "$work/rootfs" -cf "$ROOTFS_TAR.part" .
     mv "$ROOTFS_TAR.part" "$ROOTFS_TAR"
     echo "$STAMP_WANTED" >"$ROOTFS_TAR.stamp"
@@ -137,7 +162,7 @@ fi
 t=$(date +%s.%N)
 podman import \
     --change 'CMD ["/bin/bash"]' \
-    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8' \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change "LABEL org.facepipe.base.stamp=\"$STAMP_WANTED\"" \
     --change "LABEL org.opencontainers.image.description=\"Debian $SUITE minbase (debootstrap from $mirror), stand-in for debian:$SUITE-slim\"" \
     "$ROOTFS_TAR" "$BASE_IMAGE" >/dev/null
