@@ -81,6 +81,7 @@ class Cluster:
         self.core = client.CoreV1Api(self.client)
         self.apps = client.AppsV1Api(self.client)
         self._resources: list[Resource] | None = None
+        self._dynamic: Any = None
 
     # --- discovery ---
 
@@ -155,6 +156,32 @@ class Cluster:
         ns = namespace or doc.get("metadata", {}).get("namespace")
         query = "?fieldValidation=Strict" + ("&dryRun=All" if dry_run else "")
         return self.api.request("POST", resource.path(ns if resource.namespaced else None) + query, h.strip_source(doc))
+
+    def apply(self, doc: Mapping[str, Any], namespace: str | None = None, *, field_manager: str = "tests") -> dict[str, Any]:
+        """Server-side apply of one object with field validation Strict, as
+        `kubectl apply --server-side --field-manager=tests` does; raises ApiException when refused."""
+        resource = self.dynamic.resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
+        body = h.strip_source(doc)
+        ns = (namespace or doc.get("metadata", {}).get("namespace")) if resource.namespaced else None
+        result = self.dynamic.server_side_apply(
+            resource, body=body, namespace=ns, field_manager=field_manager, query_params=[("fieldValidation", "Strict")]
+        )
+        return result.to_dict()
+
+    @property
+    def dynamic(self) -> Any:
+        """A kubernetes.dynamic.DynamicClient (discovery cached; invalidate() after adding CRDs)."""
+        if self._dynamic is None:
+            from kubernetes.dynamic import DynamicClient
+
+            self._dynamic = DynamicClient(self.client)
+        return self._dynamic
+
+    def invalidate(self) -> None:
+        """Forget discovery (after CRDs were added)."""
+        self._resources = None
+        if self._dynamic is not None:
+            self._dynamic.resources.invalidate_cache()
 
     # --- namespaces and Secrets ---
 
