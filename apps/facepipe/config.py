@@ -93,6 +93,9 @@ def store_url(value: str) -> str | None:
     return "must be file:///path/to/dir or s3://bucket[/prefix]"
 
 
+DEFAULT_SPOOL_DIR = "/var/lib/facepipe/spool"
+
+
 def default_device_id() -> str:
     """The host name, made into a valid id (pods get their pod name)."""
     name = "".join(c if c.isalnum() or c in "._-" else "-" for c in socket.gethostname())
@@ -194,6 +197,20 @@ class ForwarderSettings:
     local: BrokerSettings = group("LOCAL_MQTT_", "local", BrokerSettings, "edge broker to read faces from")
     remote: BrokerSettings = group("REMOTE_MQTT_", "remote", remote_broker, "cloud broker to forward faces to")
     max_inflight: int = setting(100, "FACEPIPE_MAX_INFLIGHT", "unacknowledged QoS 1 messages in flight to the cloud", check=positive)
+    spool_dir: str = setting(
+        DEFAULT_SPOOL_DIR,
+        "FACEPIPE_SPOOL_DIR",
+        "on-disk spool of faces not yet acknowledged by the cloud (a volume that survives restarts)",
+    )
+    spool_max_bytes: int = setting(
+        1024**3, "FACEPIPE_SPOOL_MAX_BYTES", "spool size limit; beyond it the oldest faces are dropped and counted", check=positive
+    )
+    spool_max_age_seconds: float = setting(
+        7 * 86400.0,
+        "FACEPIPE_SPOOL_MAX_AGE_SECONDS",
+        "faces older than this are dropped from the spool and counted (0: no limit)",
+        check=non_negative,
+    )
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,20 @@
 """forwarder: republish every face from the edge broker to `<remote topic>/<device>` on the cloud broker.
 
-Payload and MQTT 5 properties are kept byte for byte. At QoS 1 an edge message is
-acknowledged only once the cloud broker has acknowledged its copy, so faces stay queued on
-the edge broker (persistent session) while the cloud is unreachable, and nothing accepted is lost.
+Payload and MQTT 5 properties are kept byte for byte. Each edge message is first written to the
+on-disk spool (fsync'd) and only then acknowledged to the edge broker; a sender thread drains the
+spool in order to the cloud at QoS 1, committing each record when the cloud acknowledges it.
+While the cloud is unreachable faces accumulate in the bounded spool, which survives restarts.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from prometheus_client import Counter, Gauge
 
@@ -21,28 +22,11 @@ from facepipe import contract
 from facepipe.config import ForwarderSettings
 from facepipe.mqtt import AckTracker, BrokerLink, client_id
 from facepipe.service import Component
-
-# Properties a publisher sets that travel with the message (not per-hop ones like topic aliases).
-FORWARDED_PROPERTIES = (
-    "PayloadFormatIndicator",
-    "MessageExpiryInterval",
-    "ContentType",
-    "ResponseTopic",
-    "CorrelationData",
-    "UserProperty",
-)
+from facepipe.spool import Entry, Spool, decode_properties, encode_properties
 
 LOCAL_SESSION_EXPIRY = 7 * 86400
-
-
-def forwarded_properties(received: Properties | None) -> Properties:
-    """A PUBLISH property set carrying over everything the publisher set, in the same order."""
-    props = Properties(PacketTypes.PUBLISH)
-    if received is not None:
-        for name in FORWARDED_PROPERTIES:
-            if hasattr(received, name):
-                setattr(props, name, getattr(received, name))
-    return props
+# Edge acknowledgements wait for the spool's fsync; group them so one fsync covers many faces.
+SYNC_INTERVAL_SECONDS = 0.005
 
 
 class Forwarder(Component):
@@ -53,13 +37,19 @@ class Forwarder(Component):
         self.settings = settings
         self.topic = contract.remote_topic(settings.remote.topic, settings.common.device_id)
         self.lock = threading.Lock()
-        self.acks: AckTracker[mqtt.MQTTMessage] = AckTracker()  # cloud mid -> edge message awaiting the cloud's ack
-        self.totals = {"received": 0, "forwarded": 0}
+        self.totals = {"received": 0, "forwarded": 0, "refused": 0, "spool_dropped": 0}
         reg = self.registry
         self.received = Counter("facepipe_forwarder_received_total", "faces read from the edge broker", registry=reg)
         self.forwarded = Counter("facepipe_forwarder_forwarded_total", "faces acknowledged by the cloud broker", registry=reg)
         self.refused = Counter("facepipe_forwarder_refused_total", "faces the cloud broker refused (ACL)", registry=reg)
         self.inflight = Gauge("facepipe_forwarder_inflight", "faces sent to the cloud and not yet acknowledged", registry=reg)
+        self.spool_dropped = Counter(
+            "facepipe_forwarder_spool_dropped_total", "faces dropped from the spool, by reason", ["reason"], registry=reg
+        )
+        self.spool_bytes = Gauge("facepipe_forwarder_spool_bytes", "bytes waiting in the spool", registry=reg)
+        self.spool = Spool(Path(settings.spool_dir), settings.spool_max_bytes, settings.spool_max_age_seconds, on_drop=self._on_spool_drop)
+        self.acks: AckTracker[Entry] = AckTracker()  # cloud mid -> spool record awaiting the cloud's ack
+        self.unsynced: list[mqtt.MQTTMessage] = []  # edge messages spooled, awaiting fsync before their ack
         device = settings.common.device_id
         self.remote = BrokerLink(
             "cloud", settings.remote, client_id(settings.remote, "forwarder", device), self.link_metrics, log,
@@ -73,53 +63,103 @@ class Forwarder(Component):
             session_expiry=LOCAL_SESSION_EXPIRY if settings.local.qos else 0, max_inflight=settings.max_inflight,
         )  # fmt: skip
 
+    def _on_spool_drop(self, reason: str, count: int) -> None:
+        self.spool_dropped.labels(reason).inc(count)
+        with self.lock:
+            self.totals["spool_dropped"] += count
+        self.log.error("spool.dropped", extra={"reason": reason, "count": count, "spool": self.settings.spool_dir})
+
+    # --- edge -> spool ---------------------------------------------------------------------
+
     def _on_local_message(self, msg: mqtt.MQTTMessage) -> None:
+        self.spool.append(encode_properties(getattr(msg, "properties", None)), msg.payload)
         self.received.inc()
         with self.lock:
             self.totals["received"] += 1
-        info = self.remote.client.publish(
-            self.topic, msg.payload, qos=self.settings.remote.qos, properties=forwarded_properties(getattr(msg, "properties", None))
-        )
-        if not self.settings.remote.qos:
-            self._done(msg)
+            self.unsynced.append(msg)
+
+    def _sync_loop(self, stop: threading.Event) -> None:
+        """fsync the spool, then acknowledge the edge messages it now holds durably."""
+        while not stop.wait(SYNC_INTERVAL_SECONDS):
+            self._sync()
+        self._sync()
+
+    def _sync(self) -> None:
+        with self.lock:
+            batch, self.unsynced = self.unsynced, []
+        if not batch:
             return
-        self._finish(self.acks.sent(info.mid, msg))
-        self.inflight.set(len(self.acks))
+        self.spool.sync()
+        for msg in batch:
+            self.local.client.ack(msg.mid, msg.qos)
+        self.spool_bytes.set(self.spool.size_bytes())
+
+    # --- spool -> cloud --------------------------------------------------------------------
+
+    def _send_loop(self, stop: threading.Event) -> None:
+        """Send spooled faces in order while the cloud is connected and the window has room."""
+        while not stop.is_set():
+            if not self.remote.connected.is_set() or len(self.acks) >= self.settings.max_inflight:
+                time.sleep(0.005)
+                continue
+            entry = self.spool.next(timeout=0.2)
+            if entry is None:
+                continue
+            info = self.remote.client.publish(
+                self.topic, entry.payload, qos=self.settings.remote.qos, properties=decode_properties(entry.header)
+            )
+            if self.settings.remote.qos:
+                self._finish(self.acks.sent(info.mid, entry))
+            else:
+                self._done(entry)
+            self.inflight.set(len(self.acks))
 
     def _on_remote_ack(self, _c: mqtt.Client, _u: Any, mid: int, reason: ReasonCode, _props: Any) -> None:
         if self.settings.remote.qos:
             self._finish(self.acks.acked(mid, reason))
-            self.inflight.set(len(self.acks))
 
-    def _finish(self, done: tuple[mqtt.MQTTMessage, ReasonCode | None] | None) -> None:
+    def _finish(self, done: tuple[Entry, ReasonCode | None] | None) -> None:
         if done is None:
             return
-        msg, reason = done
+        entry, reason = done
         if reason is not None and reason.is_failure:
             # The cloud broker refused it (for instance its ACL): retrying cannot help; say so loudly.
             self.refused.inc()
-            self.log.error("face.refused", extra={"topic": self.topic, "reason": str(reason), "bytes": len(msg.payload)})
-            self.local.client.ack(msg.mid, msg.qos)
+            with self.lock:
+                self.totals["refused"] += 1
+            self.log.error("face.refused", extra={"topic": self.topic, "reason": str(reason), "bytes": len(entry.payload)})
+            self.spool.ack(entry)
             return
-        self._done(msg)
+        self._done(entry)
 
-    def _done(self, msg: mqtt.MQTTMessage) -> None:
-        """The cloud has the face (or QoS 0 sent it): release it on the edge broker."""
-        self.local.client.ack(msg.mid, msg.qos)
+    def _done(self, entry: Entry) -> None:
+        self.spool.ack(entry)
         self.forwarded.inc()
         with self.lock:
             self.totals["forwarded"] += 1
 
+    # --- life cycle ------------------------------------------------------------------------
+
     def run(self, stop: threading.Event) -> None:
         self.remote.start()
         self.local.start()
-        stop.wait()
+        workers = [
+            threading.Thread(target=self._sync_loop, args=(stop,), name="spool-sync"),
+            threading.Thread(target=self._send_loop, args=(stop,), name="sender"),
+        ]
+        for worker in workers:
+            worker.start()
+        while not stop.wait(1.0):
+            self.spool_bytes.set(self.spool.size_bytes())
+        for worker in workers:
+            worker.join()
         self.local.stop()
         self.remote.stop()
+        self.spool.close()
 
     def ready(self) -> bool:
         return self.local.connected.is_set() and self.remote.connected.is_set()
 
     def summary(self) -> dict[str, Any]:
         with self.lock:
-            return dict(self.totals, inflight=len(self.acks))
+            return dict(self.totals, inflight=len(self.acks), spooled=self.spool.pending())

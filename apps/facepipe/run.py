@@ -40,6 +40,8 @@ class ComponentProcess:
         self.summary_path = workdir / f"{name}.summary.json"
         self.env = dict(os.environ)
         self.env.update(config.to_environment(settings))
+        if self.env.get("FACEPIPE_SPOOL_DIR") == config.DEFAULT_SPOOL_DIR:
+            self.env["FACEPIPE_SPOOL_DIR"] = str(workdir / f"{name}-spool")  # kept across restarts of this process
         self.env.update(extra_env or {})
         self.env.update(FACEPIPE_HTTP_HOST="127.0.0.1", FACEPIPE_HTTP_PORT=str(self.port), FACEPIPE_SUMMARY_FILE=str(self.summary_path))
         self.process = ChildProcess(name, [sys.executable, "-m", "facepipe", name], workdir / f"{name}.log", env=self.env)

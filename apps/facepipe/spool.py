@@ -1,0 +1,321 @@
+"""The forwarder's bounded on-disk spool: faces wait here, in order, until the cloud acknowledges them.
+
+Records are appended to segment files; a reader sends them in order and a cursor file records
+how far the cloud has acknowledged, so a restarted forwarder resumes where it left off (the few
+faces in flight at a crash are sent again and overwrite their own objects). Limits in bytes and
+in age drop the oldest records, counted by reason, never silently.
+
+Record: MAGIC, header length, payload length, spooled-at time, CRC32 of header + payload,
+then the header (the MQTT 5 properties as JSON) and the payload.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import threading
+import time
+import zlib
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+MAGIC = b"FP"
+RECORD_HEADER = struct.Struct(">2sIIdI")
+SEGMENT_BYTES = 8 * 1024 * 1024
+CURSOR_SAVE_SECONDS = 0.2
+
+Position = tuple[int, int]  # (segment number, byte offset)
+
+
+def encode_properties(props: Properties | None) -> bytes:
+    """The forwarded MQTT 5 properties as a small JSON document."""
+    doc: dict[str, Any] = {}
+    if props is not None:
+        for name in ("ContentType", "ResponseTopic", "PayloadFormatIndicator", "MessageExpiryInterval"):
+            if hasattr(props, name):
+                doc[name] = getattr(props, name)
+        if hasattr(props, "CorrelationData"):
+            doc["CorrelationData"] = props.CorrelationData.hex()
+        if hasattr(props, "UserProperty"):
+            doc["UserProperty"] = [list(pair) for pair in props.UserProperty]
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def decode_properties(header: bytes) -> Properties:
+    doc = json.loads(header)
+    props = Properties(PacketTypes.PUBLISH)
+    for name in ("ContentType", "ResponseTopic", "PayloadFormatIndicator", "MessageExpiryInterval"):
+        if name in doc:
+            setattr(props, name, doc[name])
+    if "CorrelationData" in doc:
+        props.CorrelationData = bytes.fromhex(doc["CorrelationData"])
+    if "UserProperty" in doc:
+        props.UserProperty = [tuple(pair) for pair in doc["UserProperty"]]
+    return props
+
+
+@dataclass
+class Entry:
+    """One spooled record handed to the sender."""
+
+    start: Position
+    end: Position
+    header: bytes
+    payload: bytes
+    spooled_at: float
+    done: bool = False
+
+
+@dataclass
+class _Segment:
+    number: int
+    path: Path
+    size: int = 0
+    records: int = 0
+
+
+@dataclass
+class SpoolCounts:
+    appended: int = 0
+    dropped: dict[str, int] = field(default_factory=lambda: {"full": 0, "age": 0, "corrupt": 0})
+
+
+class Spool:
+    """An append-only, size- and age-bounded queue of faces on disk. Thread-safe."""
+
+    def __init__(
+        self,
+        directory: Path,
+        max_bytes: int,
+        max_age: float,
+        segment_bytes: int = SEGMENT_BYTES,
+        on_drop: Callable[[str, int], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self.max_age = max_age
+        self.segment_bytes = segment_bytes
+        self.on_drop = on_drop or (lambda _reason, _count: None)
+        self.clock = clock
+        self.counts = SpoolCounts()
+        self.lock = threading.Condition()
+        directory.mkdir(parents=True, exist_ok=True)
+        self.cursor_path = directory / "cursor"
+        self.committed = self._load_cursor()
+        self.segments: dict[int, _Segment] = {}
+        for path in sorted(directory.glob("seg-*.spool")):
+            number = int(path.stem[4:])
+            if number < self.committed[0]:
+                path.unlink()
+            else:
+                self.segments[number] = self._scan(_Segment(number, path))
+        if self.segments and self.committed[0] not in self.segments:
+            self.committed = (min(self.segments), 0)
+        # Always write into a fresh segment: a crash may have left a torn record at an old tail.
+        self.tail = self._new_segment(max(self.segments, default=self.committed[0] - 1) + 1)
+        if not self.segments.keys() - {self.tail.number}:
+            self.committed = (self.tail.number, 0)
+        self.read_pos: Position = self.committed
+        self.inflight: deque[Entry] = deque()
+        self._reader: tuple[int, BinaryIO] | None = None
+        self._cursor_saved_at = 0.0
+
+    # --- files -----------------------------------------------------------------------------
+
+    def _load_cursor(self) -> Position:
+        try:
+            segment, offset = self.cursor_path.read_text().split()
+            return int(segment), int(offset)
+        except (OSError, ValueError):
+            return (0, 0)
+
+    def _save_cursor(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._cursor_saved_at < CURSOR_SAVE_SECONDS:
+            return
+        tmp = self.cursor_path.with_suffix(".tmp")
+        tmp.write_text(f"{self.committed[0]} {self.committed[1]}\n")
+        os.replace(tmp, self.cursor_path)
+        self._cursor_saved_at = now
+
+    def _scan(self, segment: _Segment) -> _Segment:
+        """Count the intact records of an existing segment; stop at a torn or corrupt one."""
+        with open(segment.path, "rb") as handle:
+            while True:
+                raw = handle.read(RECORD_HEADER.size)
+                if len(raw) < RECORD_HEADER.size:
+                    break
+                magic, header_len, payload_len, _at, crc = RECORD_HEADER.unpack(raw)
+                body = handle.read(header_len + payload_len)
+                if magic != MAGIC or len(body) != header_len + payload_len or zlib.crc32(body) != crc:
+                    self._count_drop("corrupt", 1)
+                    break
+                segment.records += 1
+                segment.size = handle.tell()
+        return segment
+
+    def _new_segment(self, number: int) -> _Segment:
+        segment = _Segment(number, self.directory / f"seg-{number:012d}.spool")
+        self.segments[number] = segment
+        self._writer: BinaryIO = open(segment.path, "ab")
+        return segment
+
+    def _count_drop(self, reason: str, count: int) -> None:
+        if count:
+            self.counts.dropped[reason] += count
+            self.on_drop(reason, count)
+
+    # --- writing ---------------------------------------------------------------------------
+
+    def append(self, header: bytes, payload: bytes) -> None:
+        """Add a record at the tail (visible to the reader at once; durable after `sync`)."""
+        body = header + payload
+        record = RECORD_HEADER.pack(MAGIC, len(header), len(payload), self.clock(), zlib.crc32(body)) + body
+        with self.lock:
+            if self.tail.size and self.tail.size + len(record) > self.segment_bytes:
+                self._writer.close()
+                self.tail = self._new_segment(self.tail.number + 1)
+            self._writer.write(record)
+            self._writer.flush()
+            self.tail.size += len(record)
+            self.tail.records += 1
+            self.counts.appended += 1
+            self._enforce_size()
+            self.lock.notify_all()
+
+    def sync(self) -> None:
+        """Make every appended record durable (fsync)."""
+        with self.lock:
+            os.fsync(self._writer.fileno())
+
+    def _enforce_size(self) -> None:
+        """Drop whole oldest segments while the spool is over its byte limit (never the tail)."""
+        while self.size_bytes() > self.max_bytes and len(self.segments) > 1:
+            oldest = self.segments[min(self.segments)]
+            unsent = oldest.records - self._records_before(oldest, self.committed)
+            self._count_drop("full", unsent)
+            self._remove_segment(oldest.number)
+
+    def _records_before(self, segment: _Segment, position: Position) -> int:
+        """How many records of `segment` lie before `position` (0 if it is in a later segment)."""
+        if position[0] != segment.number:
+            return segment.records if position[0] > segment.number else 0
+        count = 0
+        with open(segment.path, "rb") as handle:
+            while handle.tell() < position[1]:
+                raw = handle.read(RECORD_HEADER.size)
+                _m, header_len, payload_len, _at, _crc = RECORD_HEADER.unpack(raw)
+                handle.seek(header_len + payload_len, os.SEEK_CUR)
+                count += 1
+        return count
+
+    def _remove_segment(self, number: int) -> None:
+        segment = self.segments.pop(number)
+        segment.path.unlink(missing_ok=True)
+        if self._reader is not None and self._reader[0] == number:
+            self._reader[1].close()
+            self._reader = None
+        following = (min(self.segments), 0) if self.segments else (number + 1, 0)
+        if self.committed[0] <= number:
+            self.committed = following
+            self._save_cursor(force=True)
+        if self.read_pos[0] <= number:
+            self.read_pos = following
+        self.inflight = deque(e for e in self.inflight if e.start[0] > number)
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def _read_at(self, position: Position) -> tuple[Entry | None, Position]:
+        """The record at `position`, or None at the end of what is written; moves past finished segments."""
+        segment_number, offset = position
+        while True:
+            segment = self.segments.get(segment_number)
+            if segment is None:
+                return None, position
+            if offset >= segment.size:
+                if segment is self.tail:
+                    return None, (segment_number, offset)
+                segment_number, offset = segment_number + 1, 0
+                continue
+            if self._reader is None or self._reader[0] != segment_number:
+                if self._reader is not None:
+                    self._reader[1].close()
+                self._reader = (segment_number, open(segment.path, "rb"))
+            handle = self._reader[1]
+            handle.seek(offset)
+            magic, header_len, payload_len, at, crc = RECORD_HEADER.unpack(handle.read(RECORD_HEADER.size))
+            body = handle.read(header_len + payload_len)
+            end = (segment_number, offset + RECORD_HEADER.size + header_len + payload_len)
+            if magic != MAGIC or zlib.crc32(body) != crc:
+                self._count_drop("corrupt", 1)
+                segment.size = offset  # the rest of this segment cannot be trusted
+                continue
+            return Entry((segment_number, offset), end, body[:header_len], body[header_len:], at), end
+
+    def next(self, timeout: float = 0.0) -> Entry | None:
+        """The next unsent record (waiting up to `timeout` for one); expired records are dropped."""
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            while True:
+                entry, position = self._read_at(self.read_pos)
+                if entry is None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or not self.lock.wait(remaining):
+                        return None
+                    continue
+                self.read_pos = position
+                self.inflight.append(entry)
+                if self.max_age and self.clock() - entry.spooled_at > self.max_age:
+                    self._count_drop("age", 1)
+                    self._ack_locked(entry)
+                    continue
+                return entry
+
+    def ack(self, entry: Entry) -> None:
+        """The cloud has this record: commit every acknowledged record up to the first pending one."""
+        with self.lock:
+            self._ack_locked(entry)
+
+    def _ack_locked(self, entry: Entry) -> None:
+        entry.done = True
+        moved = False
+        while self.inflight and self.inflight[0].done:
+            self.committed = self.inflight.popleft().end
+            moved = True
+        if not moved:
+            return
+        segment = self.segments.get(self.committed[0])
+        if segment is not None and segment is not self.tail and self.committed[1] >= segment.size:
+            self.committed = (self.committed[0] + 1, 0)  # that segment is fully delivered
+        for number in [n for n in self.segments if n < self.committed[0]]:
+            self._remove_segment(number)
+        self._save_cursor()
+
+    # --- state -----------------------------------------------------------------------------
+
+    def size_bytes(self) -> int:
+        return sum(s.size for s in self.segments.values()) - self.committed[1]
+
+    def pending(self) -> int:
+        """Records not yet acknowledged by the cloud (unsent + in flight)."""
+        with self.lock:
+            total = sum(s.records for s in self.segments.values())
+            first = self.segments.get(self.committed[0])
+            return total - (self._records_before(first, self.committed) if first else 0)
+
+    def close(self) -> None:
+        with self.lock:
+            self._writer.flush()
+            os.fsync(self._writer.fileno())
+            self._writer.close()
+            if self._reader is not None:
+                self._reader[1].close()
+            self._save_cursor(force=True)
