@@ -453,3 +453,28 @@ def test_network_policies_admit_the_release(helm: h.Helm, render_cache: h.Render
     for doc in h.workloads(docs):
         labels = doc["metadata"]["labels"] if doc["kind"] == "Pod" else doc["spec"]["template"]["metadata"]["labels"]
         assert any(all(labels.get(k) == v for k, v in sel.items()) for sel in from_selectors), doc["metadata"]["name"]
+
+
+@pytest.mark.parametrize(("chart", "profile"), ALL, ids=ALL_IDS)
+def test_checksums_hash_the_rendered_objects(helm: h.Helm, chart: str, profile: str) -> None:
+    """Each checksum/* annotation is the hash of a document rendered in the same run: a generated
+    password or certificate is drawn once per render, so the first `helm upgrade` (when lookup
+    finds the stored Secret) does not change the annotation and restart the pods."""
+    import hashlib
+
+    values, sets = h.profile_args(chart, profile)
+    text = helm.template_text(chart, values, sets).stdout
+    chunks = re.split(r"^---\n", text, flags=re.MULTILINE)
+    bodies = [chunk.split("\n", 1)[1] for chunk in chunks if chunk.startswith("# Source:")]
+    hashes = set()
+    for body in bodies:
+        core = body.strip("\n")
+        for pre in ("", "\n"):
+            for post in ("", "\n"):
+                hashes.add(hashlib.sha256(f"{pre}{core}{post}".encode()).hexdigest())
+    for doc in h.workloads(h.parse_documents(text)):
+        if doc["kind"] == "Pod":
+            continue
+        for key, value in doc["spec"]["template"]["metadata"].get("annotations", {}).items():
+            if key.startswith("checksum/"):
+                assert value in hashes, f"{doc['metadata']['name']} {key} hashes no document of this render"

@@ -130,6 +130,17 @@ annotations:
 {{- end -}}
 
 {{/*
+Values the chart generates are computed once per render and kept in .Values._generated, so that
+the checksum annotations (which render the Secret templates a second time) hash exactly the
+Secrets that are rendered, not a second random draw.
+*/}}
+{{- define "face-cloud.generated" -}}
+{{- if not (hasKey .Values "_generated") -}}
+{{- $_ := set .Values "_generated" (dict) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
 A user's password for the chart-made users Secret: the value given, else the one already in the
 cluster (helm upgrade), else a new random one. (dict "ctx" $ "user" "processor" "password" "...")
 */}}
@@ -137,9 +148,15 @@ cluster (helm upgrade), else a new random one. (dict "ctx" $ "user" "processor" 
 {{- if .password -}}
 {{- .password -}}
 {{- else -}}
+{{- include "face-cloud.generated" .ctx -}}
+{{- $cache := .ctx.Values._generated -}}
+{{- $key := printf "password/%s" .user -}}
+{{- if not (hasKey $cache $key) -}}
 {{- $secret := lookup "v1" "Secret" .ctx.Release.Namespace (include "face-cloud.users.secretName" .ctx) -}}
 {{- $current := dig "data" .user "" ($secret | default dict) -}}
-{{- if $current -}}{{- $current | b64dec -}}{{- else -}}{{- randAlphaNum 32 -}}{{- end -}}
+{{- $_ := set $cache $key (ternary ($current | b64dec) (randAlphaNum 32) (ne $current "")) -}}
+{{- end -}}
+{{- index $cache $key -}}
 {{- end -}}
 {{- end -}}
 
