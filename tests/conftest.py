@@ -189,3 +189,57 @@ def kube_api(tmp_path_factory):
         pytest.skip(reason)
     with KubeAPIServer(tmp_path_factory.mktemp("kube"), bin_dir) as server:
         yield server
+
+
+# --- containers (podman) ---
+# The application image built from apps/Dockerfile once per session (FROM the local debootstrap
+# base; `bash .ci/install-podman.sh`), a Mosquitto image on the same base, and a report of build
+# time, image size and start-up times printed at the end of the run. Skips only where podman is
+# absent (fails instead when FACEPIPE_REQUIRE_PODMAN is set). Imports are local.
+
+_CONTAINER_REPORT: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def container_report() -> list[str]:
+    """Lines appended here are printed in the test run's closing summary."""
+    return _CONTAINER_REPORT
+
+
+@pytest.fixture(scope="session")
+def podman():
+    from tests.support import podman as support
+
+    binary = support.find_podman()
+    if binary is None:
+        reason = f"podman not found: {support.INSTALL_HINT}"
+        if os.environ.get("FACEPIPE_REQUIRE_PODMAN", "") not in ("", "0"):
+            pytest.fail(f"FACEPIPE_REQUIRE_PODMAN is set but {reason}", pytrace=False)
+        pytest.skip(reason)
+    return support.setup(binary)
+
+
+@pytest.fixture(scope="session")
+def app_image(podman, container_report: list[str]) -> str:
+    """localhost/facepipe:test, built once per session from the real apps/Dockerfile."""
+    from tests.support import podman as support
+
+    built = support.build_app_image(podman)
+    container_report.append(f"app image {built.describe()}")
+    return built.image
+
+
+@pytest.fixture(scope="session")
+def mosquitto_image(podman, container_report: list[str]) -> str:
+    from tests.support import podman as support
+
+    built = support.build_mosquitto_image(podman)
+    container_report.append(f"broker image {built.describe()}")
+    return built.image
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _CONTAINER_REPORT:
+        terminalreporter.section("container tier")
+        for line in _CONTAINER_REPORT:
+            terminalreporter.write_line(line)
