@@ -180,6 +180,26 @@ class CameraSettings:
     realtime: bool = setting(False, "FACEPIPE_REALTIME", "play a file at its own frame rate and drop frames like a live camera")
     loop: bool = setting(False, "FACEPIPE_LOOP", "start a file or image directory again when it ends")
     max_fps: float = setting(0.0, "FACEPIPE_MAX_FPS", "cap on frames analysed per second (0: no cap)", check=non_negative)
+    publish_policy: str = setting(
+        "track",
+        "FACEPIPE_PUBLISH_POLICY",
+        "every: each face of each frame (the original); track: a face's first crop, a better one at most every "
+        "FACEPIPE_TRACK_REPUBLISH_SECONDS, the best when it leaves",
+        choices=("track", "every"),
+    )
+    track_republish_seconds: float = setting(
+        10.0,
+        "FACEPIPE_TRACK_REPUBLISH_SECONDS",
+        "with the track policy, the shortest time between two crops of one face",
+        check=non_negative,
+    )
+    motion_gate: bool = setting(False, "FACEPIPE_MOTION_GATE", "skip detection on frames without motion (a cheap frame difference)")
+    motion_threshold: float = setting(
+        0.005, "FACEPIPE_MOTION_THRESHOLD", "fraction of changed pixels that counts as motion", check=fraction
+    )
+    motion_max_skip_seconds: float = setting(
+        2.0, "FACEPIPE_MOTION_MAX_SKIP_SECONDS", "detect at least this often even without motion", check=positive
+    )
     reconnect_seconds: float = setting(
         5.0, "FACEPIPE_SOURCE_RETRY_SECONDS", "wait before reopening a live source that failed", check=positive
     )
@@ -256,7 +276,9 @@ class ProbeSettings:
 
     common: CommonSettings = group("", "", common, "common")
     broker: BrokerSettings = group("LOCAL_MQTT_", "local", BrokerSettings, "broker to publish the test face to")
-    metrics_url: str = setting("", "FACEPIPE_PROBE_METRICS_URL", "/metrics URL of the component that must see the face")
+    metrics_url: str = setting(
+        "", "FACEPIPE_PROBE_METRICS_URL", "/metrics URL of the component that must see the face (comma-separated: one per replica, summed)"
+    )
     metric: str = setting("", "FACEPIPE_PROBE_METRIC", "counter that must increase, e.g. facepipe_processor_stored_total")
     timeout: float = setting(60.0, "FACEPIPE_PROBE_TIMEOUT", "seconds to wait for the counter", check=positive)
 

@@ -37,11 +37,15 @@ def probe_meta(device: str) -> FaceMeta:
     )  # fmt: skip
 
 
-def read_counter(url: str, metric: str) -> float | None:
-    try:
-        return scrape(url).get(metric, 0.0)
-    except (OSError, urllib.error.URLError, ValueError):
-        return None
+def read_counter(urls: str, metric: str) -> float | None:
+    """The counter summed over every URL of a comma-separated list (one per replica); None if one fails."""
+    total = 0.0
+    for url in filter(None, (u.strip() for u in urls.split(","))):
+        try:
+            total += scrape(url).get(metric, 0.0)
+        except (OSError, urllib.error.URLError, ValueError):
+            return None
+    return total
 
 
 def run_probe(settings: ProbeSettings, log: logging.Logger) -> int:

@@ -29,8 +29,6 @@ CASES = [(chart, profile) for chart in h.CHART_NAMES for profile in h.profile_id
 
 # Read by something other than facepipe.config: boto3's credential chain.
 READ_ELSEWHERE = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
-# Set by the chart ahead of the app (issue 5's forwarder spool); the app ignores it until then.
-PENDING = {"FACEPIPE_SPOOL_DIR"}
 
 SETTINGS = {
     "camera": "CameraSettings",
@@ -106,7 +104,7 @@ def test_apps_accept_the_rendered_configuration(helm: h.Helm, render_cache: h.Re
         known = environment_names(component)
         for item in container.get("env", []):
             name = item["name"]
-            if name in READ_ELSEWHERE or name in PENDING:
+            if name in READ_ELSEWHERE:
                 continue
             if name not in known:
                 problems.append(f"{where}: sets {name}, which `facepipe {component}` does not read")

@@ -31,7 +31,7 @@ def test_downscale_and_back() -> None:
 def test_latest_frame_slot_keeps_newest_and_counts_drops() -> None:
     slot = LatestFrameSlot()
     for i in range(5):
-        slot.put(Frame(i, np.zeros((1, 1, 3), np.uint8), 0.0))
+        slot.put(Frame(i, np.zeros((1, 1, 3), np.uint8), 0.0, 0.0))
     frame = slot.take(timeout=0.1)
     assert frame is not None and frame.index == 4
     assert slot.dropped == 4
@@ -45,7 +45,7 @@ def test_latest_frame_slot_wakes_a_waiting_consumer() -> None:
     got: list[int] = []
     consumer = threading.Thread(target=lambda: got.append(slot.take(timeout=5).index))  # type: ignore[union-attr]
     consumer.start()
-    slot.put(Frame(9, np.zeros((1, 1, 3), np.uint8), 0.0))
+    slot.put(Frame(9, np.zeros((1, 1, 3), np.uint8), 0.0, 0.0))
     consumer.join(5)
     assert got == [9]
 

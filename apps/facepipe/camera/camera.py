@@ -17,6 +17,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from facepipe import imaging
 from facepipe.camera.detect import Detection, Detector, create_detector
 from facepipe.camera.sources import Frame, FrameSource, SourceError, classify
+from facepipe.camera.track import Candidate, MotionGate, Tracker, quality
 from facepipe.config import CameraSettings
 from facepipe.contract import CONTENT_TYPES, FaceMeta
 from facepipe.mqtt import AckTracker, BrokerLink, client_id
@@ -51,9 +52,12 @@ class Camera(Component):
         self.lock = threading.Lock()
         self.acks: AckTracker[int] = AckTracker()
         self.source_open = threading.Event()
-        self.totals = {"frames": 0, "frames_dropped": 0, "faces_detected": 0, "published": 0, "dropped": 0}
+        self.totals = {"frames": 0, "frames_dropped": 0, "frames_skipped_no_motion": 0, "faces_detected": 0, "published": 0, "dropped": 0}
+        self.tracker = Tracker(settings.track_republish_seconds) if settings.publish_policy == "track" else None
+        self.motion = MotionGate(settings.motion_threshold, settings.motion_max_skip_seconds) if settings.motion_gate else None
         reg = self.registry
         self.frames = Counter("facepipe_camera_frames_total", "frames analysed", registry=reg)
+        self.skipped = Counter("facepipe_camera_frames_skipped_total", "frames not analysed: no motion", registry=reg)
         self.frames_dropped = Gauge(
             "facepipe_camera_frames_dropped", "frames skipped because the detector was busy (this run)", registry=reg
         )
@@ -91,17 +95,24 @@ class Camera(Component):
             self.totals["dropped"] += 1
         self.log.warning("face.dropped", extra={"reason": reason, "seq": seq, "detail": detail})
 
-    def publish(self, frame: Frame, index: int, detection: Detection) -> None:
+    def candidate(self, frame: Frame, index: int, detection: Detection, scored: bool) -> Candidate:
+        """The crop (face box plus margin, from the full-resolution frame) and its quality."""
         x0, y0, x1, y1 = crop_box(detection.bbox, self.settings.crop_margin, frame.image.shape)
         crop: np.ndarray = frame.image[y0:y1, x0:x1]
-        payload = imaging.encode(crop, self.content_type, self.settings.png_compression, self.settings.jpeg_quality)
+        if scored:  # kept across frames by the tracker: copy, so the frame itself can go
+            crop = crop.copy()
+        return Candidate(detection, crop, frame.index, index, frame.captured_at, quality(detection, crop) if scored else 0.0)
+
+    def publish(self, candidate: Candidate, track: int | None = None) -> None:
+        payload = imaging.encode(candidate.crop, self.content_type, self.settings.png_compression, self.settings.jpeg_quality)
         with self.lock:
             seq = self.seq
             self.seq += 1
         meta = FaceMeta(
             device=self.settings.common.device_id, camera=self.settings.camera_id, boot=self.boot, seq=seq,
-            captured_at=datetime.fromtimestamp(frame.captured_at, UTC), frame=frame.index, face=index,
-            bbox=detection.bbox, score=detection.score, detector=self.detector.name, content_type=self.content_type,
+            captured_at=datetime.fromtimestamp(candidate.captured_at, UTC), frame=candidate.frame_index,
+            face=candidate.face_index, bbox=candidate.detection.bbox, score=candidate.detection.score,
+            detector=self.detector.name, content_type=self.content_type, track=track,
         )  # fmt: skip
         qos = self.settings.broker.qos
         if len(self.acks) >= MAX_PENDING:
@@ -118,6 +129,11 @@ class Camera(Component):
     # --- the loop --------------------------------------------------------------------------
 
     def analyse(self, frame: Frame) -> None:
+        if self.motion is not None and not self.motion.should_detect(frame.image, frame.timestamp):
+            self.skipped.inc()
+            with self.lock:
+                self.totals["frames_skipped_no_motion"] += 1
+            return
         started = time.perf_counter()
         detections = self.detector.detect(frame.image)
         self.detect_seconds.observe(time.perf_counter() - started)
@@ -126,8 +142,19 @@ class Camera(Component):
         with self.lock:
             self.totals["frames"] += 1
             self.totals["faces_detected"] += len(detections)
-        for index, detection in enumerate(detections):
-            self.publish(frame, index, detection)
+        if self.tracker is None:
+            for index, detection in enumerate(detections):
+                self.publish(self.candidate(frame, index, detection, scored=False))
+            return
+        candidates = [self.candidate(frame, index, detection, scored=True) for index, detection in enumerate(detections)]
+        for track, candidate in self.tracker.update(candidates, frame.timestamp):
+            self.publish(candidate, track)
+
+    def _flush_tracks(self) -> None:
+        """The source ended: publish each open track's better unsent crop."""
+        if self.tracker is not None:
+            for track, candidate in self.tracker.flush():
+                self.publish(candidate, track)
 
     def _open(self, stop: threading.Event) -> FrameSource | None:
         """Open the source; live sources are retried until they work, files fail at once."""
@@ -168,6 +195,7 @@ class Camera(Component):
                     break
                 try:
                     self._consume(source, stop)
+                    self._flush_tracks()
                 finally:
                     source.close()
                     self.source_open.clear()

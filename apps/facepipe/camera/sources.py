@@ -28,7 +28,8 @@ class SourceError(RuntimeError):
 class Frame:
     index: int
     image: np.ndarray
-    captured_at: float  # time.time() when read
+    captured_at: float  # wall clock (time.time()) when read
+    timestamp: float  # seconds on the source's own timeline: video time for files, monotonic time for live sources
 
 
 class FrameReader(Protocol):
@@ -168,6 +169,10 @@ class FrameSource:
             image = self.reader.read()
         return image
 
+    def _frame(self, image: np.ndarray) -> Frame:
+        timestamp = time.monotonic() if self.reader.live else self.frames_read / self.reader.fps
+        return Frame(self.frames_read, image, time.time(), timestamp)
+
     def _capture(self) -> None:
         period = 0.0 if self.reader.live else 1.0 / self.reader.fps
         next_due = time.monotonic()
@@ -175,7 +180,7 @@ class FrameSource:
             image = self._next_image()
             if image is None:
                 break
-            self.slot.put(Frame(self.frames_read, image, time.time()))
+            self.slot.put(self._frame(image))
             self.frames_read += 1
             if period:
                 next_due += period
@@ -196,7 +201,7 @@ class FrameSource:
             image = self._next_image()
             if image is None:
                 return
-            frame = Frame(self.frames_read, image, time.time())
+            frame = self._frame(image)
             self.frames_read += 1
             yield frame
 

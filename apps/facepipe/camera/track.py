@@ -1,0 +1,146 @@
+"""Duplicate suppression: a light IoU tracker and the `track` publish policy.
+
+With `track`, a face is published when its track starts, then at most every
+`republish_seconds` when a better crop has been seen, and once more when the track ends if
+the best crop since the last publish beats what was sent. Quality combines the detector's
+score, the face's size and its sharpness, so the crop kept is the clearest, largest view.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from facepipe.camera.detect import Detection
+
+FULL_SIZE_PIXELS = 96 * 96  # faces this big or bigger get the full size factor
+SHARP_LAPLACIAN_VARIANCE = 150.0  # ... and this sharp or sharper the full sharpness factor
+
+
+def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    w = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    h = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union else 0.0
+
+
+def quality(detection: Detection, crop: np.ndarray) -> float:
+    """0..1: detector score x size factor x sharpness factor."""
+    _x, _y, w, h = detection.bbox
+    size = min(1.0, (w * h) / FULL_SIZE_PIXELS)
+    grey = crop if crop.ndim == 2 else cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
+    sharpness = min(1.0, float(cv2.Laplacian(grey, cv2.CV_64F).var()) / SHARP_LAPLACIAN_VARIANCE) if grey.size else 0.0
+    return detection.score * size * (0.5 + 0.5 * sharpness)
+
+
+@dataclass
+class Candidate:
+    """A crop worth publishing: where it came from and how good it is."""
+
+    detection: Detection
+    crop: np.ndarray
+    frame_index: int
+    face_index: int
+    captured_at: float
+    quality: float
+
+
+@dataclass
+class Track:
+    id: int
+    bbox: tuple[int, int, int, int]
+    last_seen: float
+    last_published_at: float = 0.0
+    published_quality: float = -1.0
+    best: Candidate | None = None  # the best crop not yet published
+
+
+class Tracker:
+    """Greedy IoU matching of detections to tracks, frame after frame."""
+
+    def __init__(self, republish_seconds: float, iou_threshold: float = 0.3, max_missed_seconds: float = 1.0) -> None:
+        self.republish_seconds = republish_seconds
+        self.iou_threshold = iou_threshold
+        self.max_missed_seconds = max_missed_seconds
+        self.tracks: list[Track] = []
+        self.next_id = 0
+
+    def update(self, candidates: list[Candidate], now: float) -> list[tuple[int, Candidate]]:
+        """Match this frame's candidates; return (track id, crop) pairs to publish now."""
+        out: list[tuple[int, Candidate]] = []
+        pairs = sorted(
+            ((iou(t.bbox, c.detection.bbox), ti, ci) for ti, t in enumerate(self.tracks) for ci, c in enumerate(candidates)),
+            reverse=True,
+        )
+        matched_tracks: set[int] = set()
+        matched: set[int] = set()
+        for overlap, ti, ci in pairs:
+            if overlap < self.iou_threshold:
+                break
+            if ti in matched_tracks or ci in matched:
+                continue
+            matched_tracks.add(ti)
+            matched.add(ci)
+            track, candidate = self.tracks[ti], candidates[ci]
+            track.bbox, track.last_seen = candidate.detection.bbox, now
+            if track.best is None or candidate.quality > track.best.quality:
+                track.best = candidate
+            if track.best.quality > track.published_quality and now - track.last_published_at >= self.republish_seconds:
+                out.append(self._publish(track, now))
+        for ci, candidate in enumerate(candidates):
+            if ci not in matched:
+                track = Track(self.next_id, candidate.detection.bbox, now, best=candidate)
+                self.next_id += 1
+                self.tracks.append(track)
+                out.append(self._publish(track, now))
+        ended = [t for t in self.tracks if now - t.last_seen > self.max_missed_seconds]
+        out += self._finish(ended)
+        return out
+
+    def flush(self) -> list[tuple[int, Candidate]]:
+        """End every track (the source ended): publish each one's better unsent crop."""
+        return self._finish(list(self.tracks))
+
+    def _finish(self, ended: list[Track]) -> list[tuple[int, Candidate]]:
+        out = []
+        for track in ended:
+            self.tracks.remove(track)
+            if track.best is not None and track.best.quality > track.published_quality:
+                out.append((track.id, track.best))
+        return out
+
+    @staticmethod
+    def _publish(track: Track, now: float) -> tuple[int, Candidate]:
+        assert track.best is not None
+        candidate = track.best
+        track.published_quality, track.last_published_at, track.best = candidate.quality, now, None
+        return track.id, candidate
+
+
+class MotionGate:
+    """Skips detection on frames where (almost) nothing changed, judged on a small blurred grey copy."""
+
+    def __init__(self, threshold: float, max_skip_seconds: float, width: int = 160) -> None:
+        self.threshold = threshold
+        self.max_skip_seconds = max_skip_seconds
+        self.width = width
+        self.previous: np.ndarray | None = None
+        self.last_open = 0.0
+
+    def should_detect(self, frame: np.ndarray, now: float) -> bool:
+        height = max(1, round(frame.shape[0] * self.width / frame.shape[1]))
+        small = cv2.resize(frame, (self.width, height), interpolation=cv2.INTER_AREA)
+        grey = small if small.ndim == 2 else cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+        grey = cv2.GaussianBlur(grey, (5, 5), 0)
+        previous, self.previous = self.previous, grey
+        if previous is None or previous.shape != grey.shape or now - self.last_open >= self.max_skip_seconds:
+            self.last_open = now
+            return True
+        changed = np.count_nonzero(cv2.absdiff(grey, previous) > 25) / grey.size
+        if changed >= self.threshold:
+            self.last_open = now
+            return True
+        return False
