@@ -125,6 +125,8 @@ def assert_cloud_wiring(release: live.Release, values: dict[str, Any]) -> None:
     processor_set = workload(release, "processor")
     assert processor_set.kind == "StatefulSet"
     processor = live.container(processor_set, "processor")
+    governing = release.cluster.core.read_namespaced_service(processor_set.spec.service_name, release.namespace)
+    assert governing.spec.cluster_ip == "None", "the StatefulSet's serviceName must be a headless Service"
     auth = values["broker"]["auth"]
     made = {d["metadata"]["name"] for d in release.manifest() if d["kind"] == "Secret"}
 

@@ -170,20 +170,10 @@ def test_cloud_upgrade_changed_values_then_rollback(helm_name, helm_binaries, cl
 
 # --- an upgrade that changes nothing rolls nothing ---------------------------------------------------
 
-# face-cloud profiles where the chart generates the broker's TLS certificate or a user's password.
-RANDOM_CHECKSUM_BUG = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "face-cloud bug: on install, checksum/tls and checksum/users hash a second, different random rendering "
-        "of broker-tls-secret.yaml / broker-users-secret.yaml (genCA and randAlphaNum run again inside the checksum "
-        "include and lookup finds no Secret yet), not the Secret stored; the first helm upgrade (lookup now finds it) "
-        "changes both annotations and restarts the broker (Recreate: an outage) and the processors"
-    ),
-)
-NOOP_CASES = [pytest.param("face-edge", p, id=f"face-edge:{p}") for p in h.profile_ids("face-edge")] + [
-    pytest.param("face-cloud", p, id=f"face-cloud:{p}", marks=[] if p == "cloud-s3" else [RANDOM_CHECKSUM_BUG])
-    for p in h.profile_ids("face-cloud")
-]
+# Before 52f56947 the face-cloud profiles whose TLS certificate or passwords the chart generates
+# failed here: the checksum annotations hashed a second random rendering of the Secrets, so the
+# first upgrade restarted the broker (Recreate: an outage) and the processors.
+NOOP_CASES = [pytest.param(c, p, id=f"{c}:{p}") for c in h.CHART_NAMES for p in h.profile_ids(c)]
 
 
 @pytest.mark.parametrize("chart,profile", NOOP_CASES)
@@ -208,3 +198,53 @@ def test_noop_upgrade_keeps_every_pod_template(chart, profile, helm4, cluster, r
 
 def annotations_of(template: dict[str, Any]) -> dict[str, str]:
     return template["metadata"].get("annotations") or {}
+
+
+# --- a release made by helm 3, carried on by helm 4 ------------------------------------------------
+
+
+def test_helm3_release_upgraded_rolled_back_and_uninstalled_by_helm4(helm_binaries, cluster, releases) -> None:
+    """An operator who installed with helm 3 and now has helm 4: upgrade (with changed values),
+    rollback and uninstall of the same release all work, with no field-manager conflict."""
+    helm3, helm4 = need_helm(helm_binaries, "helm3"), need_helm(helm_binaries, "helm4")
+    ns = namespace("helm3-to-4", "edge")
+    first = live.install_profile(helm3, cluster, "face-edge", EDGE_PROFILE, ns, track=releases)
+    before = checks.templates(first)
+    release = live.Release(helm4, cluster, "face-edge", ns, profile=EDGE_PROFILE, made_secrets=first.made_secrets)
+    releases.append(release)
+
+    upgrade(release, *EDGE_CHANGES)
+    checks.assert_edge_wiring(release, checks.effective(release, *EDGE_CHANGES))
+    assert app_images(release) == {f"{APP_IMAGE}:9.9.9"}
+    release.rollback(1)
+    assert checks.templates(release) == before
+    kept = release.kept_objects()
+    release.uninstall()
+    first.uninstalled = True
+    left = cluster.wait_for_empty(ns, allowed={("Secret", s) for s in release.made_secrets} | kept)
+    assert left == [], left
+
+
+# --- install again after uninstall ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("helm_name", HELMS)
+def test_cloud_reinstall_adopts_the_kept_faces_pvc(helm_name, helm_binaries, cluster, releases) -> None:
+    """helm uninstall keeps the processors' faces PVC (helm.sh/resource-policy: keep); installing
+    the same release again into the namespace must succeed and take that claim over (same uid: the
+    stored faces are still there), not fail on an object that already exists."""
+    helm = need_helm(helm_binaries, helm_name)
+    release = live.install_profile(helm, cluster, "face-cloud", "cloud-pvc", namespace(helm_name, "reinstall"), track=releases)
+    pvc_name = f"{release.name}-face-cloud-processor-faces"
+    uid = cluster.core.read_namespaced_persistent_volume_claim(pvc_name, release.namespace).metadata.uid
+    assert ("PersistentVolumeClaim", pvc_name) in release.kept_objects()
+    release.uninstall()
+    assert cluster.core.read_namespaced_persistent_volume_claim(pvc_name, release.namespace).metadata.uid == uid
+
+    again = live.Release(helm, cluster, "face-cloud", release.namespace, profile="cloud-pvc")
+    releases.append(again)
+    files, sets = h.profile_args("face-cloud", "cloud-pvc")
+    result = again.install(files, sets, check=False)
+    assert result.returncode == 0, f"reinstall refused:\n{result.stderr}"
+    assert cluster.core.read_namespaced_persistent_volume_claim(pvc_name, again.namespace).metadata.uid == uid
+    checks.assert_deployed_and_on_server(again)
