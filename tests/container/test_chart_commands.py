@@ -25,8 +25,8 @@ pytestmark = pytest.mark.container
 
 APP_REPOSITORY = "facepipe/facepipe"
 CASES = [(chart, profile) for chart in h.CHART_NAMES for profile in h.profile_ids(chart)]
-# Read by boto3's credential chain, not by facepipe.config; set ahead of the app by the chart (issue 5).
-NOT_SHOWN = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "FACEPIPE_SPOOL_DIR"}
+# Read by boto3's credential chain, not by facepipe.config.
+NOT_SHOWN = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
 SETTINGS = {
     "camera": config.CameraSettings,
     "logger": config.LoggerSettings,
