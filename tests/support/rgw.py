@@ -298,7 +298,7 @@ class RadosGateway:
                 try:
                     s3.list_buckets()
                     return
-                except Exception as exc:  # noqa: BLE001 - keep polling, report the last one
+                except Exception as exc:
                     last = exc
             time.sleep(0.05)
         raise TimeoutError(f"radosgw did not serve S3 on {self.endpoint_url} in time: {last}")
@@ -431,7 +431,7 @@ class RadosGateway:
             if proc is not None:
                 try:
                     proc.stop()
-                except BaseException as exc:  # noqa: BLE001 - stop the others first
+                except BaseException as exc:
                     errors.append(exc)
         if errors:
             raise errors[0]
