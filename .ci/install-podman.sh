@@ -39,15 +39,17 @@ missing=()
 for tool in podman runc debootstrap; do
     command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || missing+=("$tool")
 done
+# debootstrap verifies bookworm with Debian's archive keys (not installed on Ubuntu by default).
+[ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || missing+=(debian-archive-keyring)
 if [ ${#missing[@]} -gt 0 ]; then
     [ "$(id -u)" = 0 ] || die "missing ${missing[*]}: run this script as root (it uses apt-get)"
     command -v apt-get >/dev/null 2>&1 || die "missing ${missing[*]} and no apt-get to install them"
     t=$(date +%s.%N)
-    log "apt-get install podman runc debootstrap (missing: ${missing[*]})"
+    log "apt-get install podman runc debootstrap debian-archive-keyring (missing: ${missing[*]})"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >&2
     apt-get install -y -qq --no-install-recommends \
-        podman runc debootstrap uidmap slirp4netns fuse-overlayfs containernetworking-plugins \
+        podman runc debootstrap debian-archive-keyring uidmap slirp4netns fuse-overlayfs containernetworking-plugins \
         iptables ca-certificates >&2
     log "packages installed ($(since "$t"))"
 else

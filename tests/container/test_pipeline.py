@@ -1,7 +1,8 @@
 """The whole pipeline as containers: an edge and a cloud Mosquitto (a container each), then the
 processor, forwarder, logger and camera from the application image, all on the host network on
 free loopback ports, locked down as the charts run them (uid 10001, read-only root, tmpfs /tmp,
-no capabilities). The camera reads the test video from a read-only mount; the processor stores
+no capabilities). The camera reads the test video (or, without ../shared, a sample portrait)
+from a read-only mount; the processor stores
 to a mounted directory at its default FACEPIPE_STORE. Every face the camera published arrives
 as a PNG with its metadata, and each component's start-up time (`podman run` until /readyz
 answers 200) is measured and printed.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -61,6 +63,21 @@ def stored_faces(root: Path) -> dict[Path, dict[str, str]]:
 
 
 @pytest.fixture
+def source(tmp_path: Path) -> tuple[Path, str, int | None]:
+    """(host folder to mount, the source's name in it, frames expected): the project's test video
+    from ../shared/data, else (a machine without ../shared, e.g. public CI) a folder with
+    matplotlib's public-domain portrait, as `make demo` uses."""
+    video = support.SHARED / "data" / "video" / "short_hamilton_clip.mp4"
+    if video.is_file():
+        return video.parent, video.name, 275
+    cbook = pytest.importorskip("matplotlib.cbook", reason="no ../shared test video and no matplotlib for a sample portrait")
+    folder = tmp_path / "source" / "portraits"
+    folder.mkdir(parents=True)
+    shutil.copyfile(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False), folder / "grace_hopper.jpg")
+    return folder.parent, folder.name, 1
+
+
+@pytest.fixture
 def containers(podman: support.Podman):
     """Start containers through this list; all are removed at the end, with logs on failure."""
     started: list[support.Container] = []
@@ -73,7 +90,7 @@ def test_pipeline_in_containers(
     podman: support.Podman,
     app_image: str,
     mosquitto_image: str,
-    test_video: Path,
+    source: tuple[Path, str, int | None],
     tmp_path: Path,
     containers: list[support.Container],
     container_report: list[str],
@@ -97,8 +114,8 @@ def test_pipeline_in_containers(
         "forwarder": ({**edge, **cloud}, ["--volume", f"{spool}:/var/lib/facepipe/spool"]),
         "logger": (edge, []),
         "camera": (
-            {**edge, "FACEPIPE_CAMERA_ID": CAMERA, "FACEPIPE_SOURCE": f"/videos/{test_video.name}"},
-            ["--volume", f"{test_video.parent}:/videos:ro"],
+            {**edge, "FACEPIPE_CAMERA_ID": CAMERA, "FACEPIPE_SOURCE": f"/source/{source[1]}"},
+            ["--volume", f"{source[0]}:/source:ro"],
         ),
     }
     http_ports: dict[str, int] = {}
@@ -127,7 +144,7 @@ def test_pipeline_in_containers(
     published = camera_summary["published"]
     # (With the default publish policy the camera sends the best crop of each tracked face, so it
     # publishes fewer faces than it detects; what it published is what must arrive.)
-    assert camera_summary["frames"] == 275 and published > 0 and camera_summary["dropped"] == 0, camera_summary
+    assert camera_summary["frames"] == source[2] and published > 0 and camera_summary["dropped"] == 0, camera_summary
 
     metrics_url = f"http://127.0.0.1:{http_ports['processor']}/metrics"
     try:
