@@ -147,15 +147,15 @@ class Cluster:
             return 404, f"{api_version} {kind} is not served"
         return self.api.request("GET", resource.path(namespace, name))
 
-    def create(self, doc: Mapping[str, Any], namespace: str | None = None, *, dry_run: bool = False) -> tuple[int, Any]:
+    def create(self, doc: Mapping[str, Any], namespace: str | None = None) -> tuple[int, Any]:
         """POST one object with server-side field validation Strict (unknown or duplicate fields
         are errors, as `kubectl apply --server-side` does by default)."""
         resource = self.resource_for(doc["apiVersion"], doc["kind"])
         if resource is None:
             return 404, f"{doc['apiVersion']} {doc['kind']} is not served by this API server"
         ns = namespace or doc.get("metadata", {}).get("namespace")
-        query = "?fieldValidation=Strict" + ("&dryRun=All" if dry_run else "")
-        return self.api.request("POST", resource.path(ns if resource.namespaced else None) + query, h.strip_source(doc))
+        path = resource.path(ns if resource.namespaced else None) + "?fieldValidation=Strict"
+        return self.api.request("POST", path, h.strip_source(doc))
 
     def apply(self, doc: Mapping[str, Any], namespace: str | None = None, *, field_manager: str = "tests") -> dict[str, Any]:
         """Server-side apply of one object with field validation Strict, as
