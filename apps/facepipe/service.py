@@ -41,6 +41,19 @@ class Component(ABC):
         """Counters worth reporting when the component stops."""
 
 
+PROGRESS_SECONDS = 30.0
+
+
+def _report_progress(component: Component, stop: threading.Event) -> None:
+    """Log the component's counters every PROGRESS_SECONDS while they change: a long run shows progress."""
+    last: dict[str, Any] = {}
+    while not stop.wait(PROGRESS_SECONDS):
+        now = component.summary()
+        if now != last:
+            component.log.info("progress", extra={"summary": now})
+            last = now
+
+
 def serve(component: Component) -> int:
     """Run a component with /healthz /readyz /metrics, stopping cleanly on SIGTERM or SIGINT."""
     stop = threading.Event()
@@ -55,6 +68,7 @@ def serve(component: Component) -> int:
     if component.common.http_port:
         health = HealthServer(component.common.http_host, component.common.http_port, component.registry, component.ready).start()
         component.log.info("http.listening", extra={"address": f"{component.common.http_host}:{health.port}"})
+    threading.Thread(target=_report_progress, args=(component, stop), name="progress", daemon=True).start()
     try:
         component.run(stop)
     finally:
