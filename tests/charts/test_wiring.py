@@ -124,6 +124,11 @@ def test_camera_device_and_privilege_per_access_mode(helm: h.Helm, render_cache:
         assert cam["securityContext"]["capabilities"]["drop"] == ["ALL"]
 
 
+def spool_volume_type(spool: Mapping[str, Any]) -> str:
+    """The forwarder always spools (on a read-only root filesystem): spool.enabled=false is an emptyDir."""
+    return spool["type"] if spool["enabled"] else "emptyDir"
+
+
 @pytest.mark.parametrize("profile", EDGE)
 def test_forwarder_spool(helm: h.Helm, render_cache: h.RenderCache, profile: str) -> None:
     spool = h.effective_values("face-edge", profile)["forwarder"]["spool"]
@@ -132,24 +137,89 @@ def test_forwarder_spool(helm: h.Helm, render_cache: h.RenderCache, profile: str
     spec = deploy["spec"]["template"]["spec"]
     (fwd,) = spec["containers"]
     assert deploy["spec"]["strategy"]["type"] == "Recreate", "one forwarder owns the spool"
-    assert env_value(fwd, "FACEPIPE_SPOOL_DIR") == (spool["mountPath"] if spool["enabled"] else None)
-    volume = next((v for v in spec["volumes"] if v["name"] == "spool"), None)
-    if not spool["enabled"]:
-        assert volume is None
-        return
+    assert env_value(fwd, "FACEPIPE_SPOOL_DIR") == spool["mountPath"]
+    volume = next(v for v in spec["volumes"] if v["name"] == "spool")
     assert {"name": "spool", "mountPath": spool["mountPath"]} in fwd["volumeMounts"]
-    if spool["type"] == "persistentVolumeClaim":
+    kind = spool_volume_type(spool)
+    if kind == "persistentVolumeClaim":
         claim = volume["persistentVolumeClaim"]["claimName"]
         pvcs = {d["metadata"]["name"]: d for d in h.by_kind(docs, "PersistentVolumeClaim")}
         assert claim == spool["existingClaim"] or pvcs[claim]["spec"]["resources"]["requests"]["storage"] == spool["size"]
-    elif spool["type"] == "hostPath":
+    elif kind == "hostPath":
         assert volume["hostPath"]["path"] == spool["hostPath"]
         init = spec.get("initContainers", [])
         assert bool(init) == spool["volumePermissions"]["enabled"]
         for c in init:
             assert c["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN"]}
     else:
-        assert "emptyDir" in volume
+        assert volume["emptyDir"]["sizeLimit"] == spool["size"]
+
+
+@pytest.mark.parametrize("profile", EDGE)
+def test_forwarder_spool_limits(helm: h.Helm, render_cache: h.RenderCache, profile: str) -> None:
+    """FACEPIPE_SPOOL_MAX_BYTES is maxBytes or derived from size, and stays a segment below the volume."""
+    spool = h.effective_values("face-edge", profile)["forwarder"]["spool"]
+    docs = render_cache.get(helm, "face-edge", profile)
+    (fwd,) = h.find(docs, "Deployment", "forwarder")["spec"]["template"]["spec"]["containers"]
+    max_bytes = int(env_value(fwd, "FACEPIPE_SPOOL_MAX_BYTES"))
+    assert max_bytes == h.spool_max_bytes(spool)
+    assert 0 < max_bytes <= h.quantity_bytes(spool["size"]) - h.SPOOL_SEGMENT_BYTES
+    assert env_value(fwd, "FACEPIPE_SPOOL_MAX_AGE_SECONDS") == str(spool["maxAgeSeconds"])
+
+
+def test_spool_max_bytes_follows_the_size(helm: h.Helm) -> None:
+    def max_bytes(*sets: str) -> int:
+        docs = helm.template("face-edge", sets=["cloud.host=mqtt.example.com", *sets])
+        (fwd,) = h.find(docs, "Deployment", "forwarder")["spec"]["template"]["spec"]["containers"]
+        return int(env_value(fwd, "FACEPIPE_SPOOL_MAX_BYTES"))
+
+    assert max_bytes() == int(2 * 1024**3 * 0.9) - 8 * 1024**2
+    assert max_bytes("forwarder.spool.size=1.5Gi") == int(1.5 * 1024**3 * 0.9) - 8 * 1024**2
+    assert max_bytes("forwarder.spool.size=10G") == 9 * 10**9 - 8 * 1024**2
+    assert max_bytes("forwarder.spool.size=10G", "forwarder.spool.maxBytes=5000000000") == 5 * 10**9
+
+
+def test_disabled_spool_is_an_emptydir(helm: h.Helm) -> None:
+    """The forwarder always writes its spool and cannot write its root filesystem: with
+    spool.enabled=false it still gets a (throwaway) volume, never a path on the read-only root."""
+    docs = helm.template("face-edge", sets=["cloud.host=mqtt.example.com", "forwarder.spool.enabled=false"])
+    spec = h.find(docs, "Deployment", "forwarder")["spec"]["template"]["spec"]
+    (fwd,) = spec["containers"]
+    volume = next(v for v in spec["volumes"] if v["name"] == "spool")
+    assert volume["emptyDir"]["sizeLimit"] == "2Gi"
+    assert {"name": "spool", "mountPath": env_value(fwd, "FACEPIPE_SPOOL_DIR")} in fwd["volumeMounts"]
+    assert not [d for d in h.by_kind(docs, "PersistentVolumeClaim") if d["metadata"]["name"].endswith("-spool")]
+
+
+def test_edge_notes_say_an_emptydir_spool_is_lost(helm: h.Helm) -> None:
+    base = ["cloud.host=mqtt.example.com"]
+    lost = "not the pod being deleted or rescheduled"
+    default = helm.notes("face-edge", sets=base)
+    assert lost not in default
+    assert "holding at most 1924346675 bytes" in default and "604800 s" in default
+    for extra in ("forwarder.spool.type=emptyDir", "forwarder.spool.enabled=false"):
+        assert lost in helm.notes("face-edge", sets=[*base, extra]), extra
+
+
+@pytest.mark.parametrize("profile", EDGE)
+def test_camera_publish_policy_and_motion_gate(helm: h.Helm, render_cache: h.RenderCache, profile: str) -> None:
+    cam_values = h.effective_values("face-edge", profile)["camera"]
+    docs = render_cache.get(helm, "face-edge", profile)
+    (cam,) = h.find(docs, "Deployment", "camera")["spec"]["template"]["spec"]["containers"]
+    publish, gate = cam_values["publish"], cam_values["motionGate"]
+    assert env_value(cam, "FACEPIPE_PUBLISH_POLICY") == publish["policy"]
+    assert float(env_value(cam, "FACEPIPE_TRACK_REPUBLISH_SECONDS")) == publish["trackRepublishSeconds"]
+    assert env_value(cam, "FACEPIPE_MOTION_GATE") == str(gate["enabled"]).lower()
+    assert float(env_value(cam, "FACEPIPE_MOTION_THRESHOLD")) == gate["threshold"]
+    assert float(env_value(cam, "FACEPIPE_MOTION_MAX_SKIP_SECONDS")) == gate["maxSkipSeconds"]
+
+
+def test_profiles_cover_the_camera_and_spool_settings() -> None:
+    """Some profile departs from each new default, so the wiring and check-config tests see it."""
+    cams = [h.effective_values("face-edge", p)["camera"] for p in EDGE]
+    assert any(c["publish"]["policy"] == "every" and c["motionGate"]["enabled"] for c in cams)
+    spools = [h.effective_values("face-edge", p)["forwarder"]["spool"] for p in EDGE]
+    assert any(s["maxBytes"] for s in spools) and any(s["maxAgeSeconds"] == 0 for s in spools)
 
 
 @pytest.mark.parametrize("profile", EDGE)
@@ -291,14 +361,52 @@ def test_cloud_helm_test_publishes_as_the_probe_device(helm: h.Helm, render_cach
     assert env_value(probe, "LOCAL_MQTT_TOPIC") == f"{values['topic']}/{user}"
     assert env_value(probe, "LOCAL_MQTT_USERNAME") == user
     assert h.env_item(probe, "LOCAL_MQTT_PASSWORD")["valueFrom"]["secretKeyRef"]["key"] == user
-    svc = h.find(docs, "Service", "processor")
-    assert env_value(probe, "FACEPIPE_PROBE_METRICS_URL") == f"http://{svc['metadata']['name']}:{values['httpPort']}/metrics"
     assert env_value(probe, "FACEPIPE_PROBE_METRIC") == "facepipe_processor_stored_total"
     users = next((d for d in h.by_kind(docs, "Secret") if d["metadata"]["name"].endswith("-broker-users")), None)
     if users is not None:
         assert user in users["data"] and values["broker"]["auth"]["processor"]["username"] in users["data"]
         for device in values["broker"]["auth"]["devices"]:
             assert device["name"] in users["data"]
+
+
+def probe_metrics_urls(docs: list[dict[str, Any]]) -> list[str]:
+    (probe,) = h.find(docs, "Pod", "test")["spec"]["containers"]
+    return env_value(probe, "FACEPIPE_PROBE_METRICS_URL").split(",")
+
+
+@pytest.mark.parametrize("profile", CLOUD)
+def test_cloud_helm_test_reads_every_processor(helm: h.Helm, render_cache: h.RenderCache, profile: str) -> None:
+    """The probe sums the stored counter over a list of URLs: one per processor pod, by its stable
+    DNS name under the StatefulSet's headless Service; with autoscaling (pods unknown at render
+    time) the processors' Service."""
+    values = h.effective_values("face-cloud", profile)
+    p, port = values["processor"], values["httpPort"]
+    docs = render_cache.get(helm, "face-cloud", profile)
+    urls = probe_metrics_urls(docs)
+    sts = h.find(docs, "StatefulSet", "processor")
+    if p["autoscaling"]["enabled"]:
+        svc = next(d for d in h.by_kind(docs, "Service") if d["metadata"]["name"] == sts["metadata"]["name"])
+        assert urls == [f"http://{svc['metadata']['name']}:{port}/metrics"]
+        return
+    headless = next(d for d in h.by_kind(docs, "Service") if d["metadata"]["name"] == sts["spec"]["serviceName"])
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["selector"].items() <= sts["spec"]["template"]["metadata"]["labels"].items()
+    assert [p_["port"] for p_ in headless["spec"]["ports"]] == [port]
+    assert len(urls) == sts["spec"]["replicas"] == p["replicaCount"]
+    assert urls == [f"http://{sts['metadata']['name']}-{i}.{headless['metadata']['name']}:{port}/metrics" for i in range(p["replicaCount"])]
+
+
+def test_a_cloud_profile_probes_three_processors(helm: h.Helm, render_cache: h.RenderCache) -> None:
+    docs = render_cache.get(helm, "face-cloud", "cloud-s3")
+    assert h.effective_values("face-cloud", "cloud-s3")["processor"]["replicaCount"] == 3
+    urls = probe_metrics_urls(docs)
+    assert len(urls) == len(set(urls)) == 3
+    assert [re.search(r"-processor-(\d+)\.", u).group(1) for u in urls] == ["0", "1", "2"]
+
+
+def test_cloud_notes_warn_when_autoscaling_limits_the_test(helm: h.Helm) -> None:
+    assert "processor.autoscaling" not in helm.notes("face-cloud")
+    assert "processor.autoscaling" in helm.notes("face-cloud", sets=["processor.autoscaling.enabled=true"])
 
 
 # --- both charts ----------------------------------------------------------------------------------

@@ -311,6 +311,31 @@ def env_item(container: Mapping[str, Any], name: str) -> Mapping[str, Any] | Non
     return next((e for e in container.get("env", []) if e["name"] == name), None)
 
 
+_QUANTITY = re.compile(r"^[+]?(?P<number>(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?)(?P<suffix>[numkMGTPE]|[KMGTPE]i)?$")
+_QUANTITY_FACTORS = {
+    "": 1, "n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+}  # fmt: skip
+
+# The forwarder's spool drops whole segments of this size (facepipe.spool.SEGMENT_BYTES).
+SPOOL_SEGMENT_BYTES = 8 * 1024 * 1024
+
+
+def quantity_bytes(quantity: str | int | float) -> int:
+    """A Kubernetes quantity ("2Gi", "500M", "1.5e9") in whole bytes."""
+    m = _QUANTITY.match(str(quantity))
+    if m is None:
+        raise ValueError(f"{quantity!r} is not a Kubernetes quantity")
+    return int(float(m["number"]) * _QUANTITY_FACTORS[m["suffix"] or ""])
+
+
+def spool_max_bytes(spool: Mapping[str, Any]) -> int:
+    """face-edge's FACEPIPE_SPOOL_MAX_BYTES: forwarder.spool.maxBytes, or 90% of size less one segment."""
+    if spool["maxBytes"]:
+        return int(spool["maxBytes"])
+    return int(quantity_bytes(spool["size"]) * 0.9) - SPOOL_SEGMENT_BYTES
+
+
 # --- Kubernetes schema and typed objects --------------------------------------------------------------
 
 

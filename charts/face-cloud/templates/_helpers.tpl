@@ -130,6 +130,27 @@ annotations:
 {{- end -}}
 
 {{/*
+FACEPIPE_PROBE_METRICS_URL of the helm test: the probe sums the stored counter over a
+comma-separated list. With a fixed replicaCount, one URL per processor pod through the headless
+Service (<statefulset>-<i>.<headless>), so the test sees the face whichever processor stored it.
+With autoscaling the pods are not known at render time (a URL of a pod that does not exist fails
+every scrape and the probe waits until its timeout), so the processors' Service: one pod per scrape.
+*/}}
+{{- define "face-cloud.probe.metricsUrls" -}}
+{{- $name := include "face-cloud.component.fullname" (dict "ctx" . "component" "processor") -}}
+{{- $port := int .Values.httpPort -}}
+{{- if .Values.processor.autoscaling.enabled -}}
+{{- printf "http://%s:%d/metrics" $name $port -}}
+{{- else -}}
+{{- $urls := list -}}
+{{- range $i := until (int .Values.processor.replicaCount) -}}
+{{- $urls = append $urls (printf "http://%s-%d.%s-headless:%d/metrics" $name $i $name $port) -}}
+{{- end -}}
+{{- join "," $urls -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
 Values the chart generates are computed once per render and kept in .Values._generated, so that
 the checksum annotations (which render the Secret templates a second time) hash exactly the
 Secrets that are rendered, not a second random draw.

@@ -144,6 +144,41 @@ annotations:
 {{- if and (eq .Values.forwarder.spool.type "hostPath") .Values.forwarder.spool.existingClaim -}}
 {{- fail "\n\nface-edge: forwarder.spool.existingClaim only applies to type persistentVolumeClaim.\n" -}}
 {{- end -}}
+{{- $sizeBytes := include "face-edge.bytes" .Values.forwarder.spool.size | int64 -}}
+{{- $maxBytes := include "face-edge.spool.maxBytes" . | int64 -}}
+{{- if lt $sizeBytes 16777216 -}}
+{{- fail (printf "\n\nface-edge: forwarder.spool.size (%s) is too small for a spool: give it at least 16Mi.\n" .Values.forwarder.spool.size) -}}
+{{- end -}}
+{{- if gt (add $maxBytes 8388608) $sizeBytes -}}
+{{- fail (printf "\n\nface-edge: forwarder.spool.maxBytes (%d) must stay at least 8 MiB below forwarder.spool.size (%s = %d bytes): the spool may exceed its limit by one 8 MiB segment, and a full volume stops it (an emptyDir over its size limit evicts the pod). Lower maxBytes (0: derived from size) or raise size (with existingClaim: set size to the claim's size).\n" $maxBytes .Values.forwarder.spool.size $sizeBytes) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* A Kubernetes quantity ("2Gi", "500M", "1.5e9") in bytes, as an integer. */}}
+{{- define "face-edge.bytes" -}}
+{{- $q := toString . -}}
+{{- $number := regexFind "^[+]?([0-9]+(\\.[0-9]*)?|\\.[0-9]+)([eE][-+]?[0-9]+)?" $q -}}
+{{- $suffix := trimPrefix $number $q -}}
+{{- $factors := dict "" 1.0 "n" 1e-9 "u" 1e-6 "m" 1e-3 "k" 1e3 "M" 1e6 "G" 1e9 "T" 1e12 "P" 1e15 "E" 1e18 "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 "Pi" 1125899906842624.0 "Ei" 1152921504606846976.0 -}}
+{{- if not (hasKey $factors $suffix) -}}
+{{- fail (printf "\n\nface-edge: %q is not a Kubernetes quantity.\n" $q) -}}
+{{- end -}}
+{{- mulf (float64 $number) (get $factors $suffix) | floor | int64 -}}
+{{- end -}}
+
+{{/* The volume the spool lives on: spool.type, or an emptyDir when spool.enabled is false. */}}
+{{- define "face-edge.spool.type" -}}
+{{- if .Values.forwarder.spool.enabled -}}{{ .Values.forwarder.spool.type }}{{- else -}}emptyDir{{- end -}}
+{{- end -}}
+
+{{/* FACEPIPE_SPOOL_MAX_BYTES: spool.maxBytes, or 90% of spool.size less one 8 MiB spool segment. */}}
+{{- define "face-edge.spool.maxBytes" -}}
+{{- if .Values.forwarder.spool.maxBytes -}}
+{{- .Values.forwarder.spool.maxBytes | int64 -}}
+{{- else -}}
+{{- $size := include "face-edge.bytes" .Values.forwarder.spool.size | float64 -}}
+{{- sub (mulf $size 0.9 | floor | int64) 8388608 -}}
+{{- end -}}
 {{- end -}}
 
 {{/* Pod placement: the component's own value, else the global one. (dict "ctx" $ "values" .Values.camera) */}}
