@@ -99,6 +99,10 @@ class Podman:
     def image_exists(self, image: str) -> bool:
         return self.run("image", "exists", image, check=False).returncode == 0
 
+    def image_id(self, image: str) -> str | None:
+        result = self.run("image", "inspect", "--format", "{{.Id}}", image, check=False)
+        return result.stdout.strip() or None if result.returncode == 0 else None
+
     def image_size(self, image: str) -> int:
         return int(self.run("image", "inspect", "--format", "{{.Size}}", image).stdout.strip())
 
@@ -114,9 +118,13 @@ class Podman:
         args = ["build", "--tag", tag, "--file", str(containerfile)]
         for name, value in build_args.items():
             args += ["--build-arg", f"{name}={value}"]
+        previous = self.image_id(tag)
         started = time.monotonic()
         result = self.run(*args, *extra, str(context), timeout=timeout)
         seconds = time.monotonic() - started
+        if previous and previous != self.image_id(tag):
+            # The image this tag named before (and its untagged parents) would only fill the disk.
+            self.run("rmi", previous, check=False)
         log = result.stdout + result.stderr
         steps = len(re.findall(r"STEP \d+/\d+: (?!FROM )", log))
         cached = len(re.findall(r"^--> Using cache", log, flags=re.MULTILINE))
