@@ -13,6 +13,7 @@ from facepipe.camera.sources import SourceError
 from facepipe.config import ConfigError
 from facepipe.observe import setup_logging
 from facepipe.service import Component, serve
+from facepipe.spool import SpoolError
 
 COMMANDS: dict[str, tuple[type, str]] = {
     "camera": (config.CameraSettings, "read a video source, detect faces, publish each crop to the edge broker"),
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return run_probe(settings, log)
         return serve(_component(args.command, settings)(settings, log))
-    except (models.ModelError, SourceError, FileNotFoundError) as exc:
+    except (models.ModelError, SourceError, SpoolError, FileNotFoundError) as exc:
         log.error("fatal", extra={"error": str(exc)})
         print(f"facepipe {args.command}: {exc}", file=sys.stderr)
         return 2

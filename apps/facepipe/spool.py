@@ -34,6 +34,10 @@ CURSOR_SAVE_SECONDS = 0.2
 Position = tuple[int, int]  # (segment number, byte offset)
 
 
+class SpoolError(RuntimeError):
+    """The spool directory cannot be used (missing volume, permissions)."""
+
+
 def encode_properties(props: Properties | None) -> bytes:
     """The forwarded MQTT 5 properties as a small JSON document."""
     doc: dict[str, Any] = {}
@@ -107,7 +111,13 @@ class Spool:
         self.clock = clock
         self.counts = SpoolCounts()
         self.lock = threading.Condition()
-        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            probe = directory / ".writable"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise SpoolError(f"spool directory {directory} is not writable ({exc}): point FACEPIPE_SPOOL_DIR at a writable volume") from exc
         self.cursor_path = directory / "cursor"
         self.committed = self._load_cursor()
         self.segments: dict[int, _Segment] = {}
