@@ -109,7 +109,28 @@ def pub(port: int, topic: str, *args: str, user: str | None = None, password: st
 
 class Subscriber:
     def __init__(self, port: int, topic: str, user: str, password: str, count: int = 1) -> None:
-        cmd = ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-V", "mqttv5", "-q", "1", "-t", topic, "-v", "-u", user, "-P", password, "-C", str(count), "-W", "4"]
+        cmd = [
+            "mosquitto_sub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-V",
+            "mqttv5",
+            "-q",
+            "1",
+            "-t",
+            topic,
+            "-v",
+            "-u",
+            user,
+            "-P",
+            password,
+            "-C",
+            str(count),
+            "-W",
+            "4",
+        ]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(0.5)  # subscribed
 
@@ -123,7 +144,10 @@ def test_cloud_broker_enforces_users_acls_and_tls(helm_any: h.Helm, tmp_path: Pa
     for i, (name, password) in enumerate(DEVICES.items()):
         sets += [f"broker.auth.devices[{i}].name={name}", f"broker.auth.devices[{i}].password={password}"]
     docs = helm_any.template("face-cloud", sets=sets)
-    users = {k: base64.b64decode(v).decode() for k, v in next(d for d in h.by_kind(docs, "Secret") if d["metadata"]["name"].endswith("-broker-users"))["data"].items()}
+    users = {
+        k: base64.b64decode(v).decode()
+        for k, v in next(d for d in h.by_kind(docs, "Secret") if d["metadata"]["name"].endswith("-broker-users"))["data"].items()
+    }
     passwd = None
     with Broker(docs, tmp_path) as broker:
         passwd = (tmp_path / "auth" / "passwd").read_text()
@@ -158,7 +182,9 @@ def test_cloud_broker_enforces_users_acls_and_tls(helm_any: h.Helm, tmp_path: Pa
 
 
 def test_edge_broker_with_password(helm_any: h.Helm, tmp_path: Path) -> None:
-    docs = helm_any.template("face-edge", sets=["cloud.host=mqtt.example.com", "broker.auth.enabled=true", "broker.auth.password=edge-secret"])
+    docs = helm_any.template(
+        "face-edge", sets=["cloud.host=mqtt.example.com", "broker.auth.enabled=true", "broker.auth.password=edge-secret"]
+    )
     with Broker(docs, tmp_path) as broker:
         port = broker.port(1883)
         sub = Subscriber(port, "cam_bin", "facepipe", "edge-secret", count=3)

@@ -96,7 +96,9 @@ def test_apps_accept_the_rendered_configuration(helm: h.Helm, render_cache: h.Re
     for (where, container), result in zip(containers, results, strict=True):
         component = container["args"][0]
         if result.returncode != 0:
-            problems.append(f"{where}: facepipe {' '.join(container['args'])} --check-config exited {result.returncode}:\n{result.stderr}{result.stdout}")
+            problems.append(
+                f"{where}: facepipe {' '.join(container['args'])} --check-config exited {result.returncode}:\n{result.stderr}{result.stdout}"
+            )
             continue
         report = json.loads(result.stdout)
         assert report["valid"] is True and report["component"] == component

@@ -56,6 +56,8 @@ CASES = [
     ("face-edge", ("camera.resources.limits.memory=lots",), "camera.resources.limits.memory"),
     ("face-edge", ("unknownTopLevel=1",), "unknownTopLevel"),
     ("face-edge", ("camera.colour=red",), "camera.colour"),
+    ("face-edge", ("argocd.syncWaves.enabled=sometimes",), "argocd.syncWaves.enabled"),
+    ("face-cloud", ("argocd.syncWaves.wave=3",), "argocd.syncWaves.wave"),
     ("face-cloud", ("processor.store.type=ftp",), "processor.store.type"),
     ("face-cloud", ("processor.store.s3.sse=AES128",), "processor.store.s3.sse"),
     ("face-cloud", ("processor.store.s3.bucket=Bad_Bucket",), "processor.store.s3.bucket"),
@@ -160,6 +162,8 @@ CONTRADICTIONS = [
     ("face-cloud", ("broker.tls.enabled=false",), "broker.service.exposePlain"),
     ("face-cloud", ("broker.auth.devices[0].name=processor", "broker.auth.devices[0].password=long-enough-1"), "processor or probe user"),
     ("face-cloud", ("processor.store.s3.kmsKeyId=k", "processor.store.s3.sse=none"), "sse=aws:kms"),
+    ("face-edge", (r"commonAnnotations.argocd\.argoproj\.io/sync-wave=late",), "commonAnnotations sets argocd.argoproj.io/sync-wave"),
+    ("face-cloud", (r"commonAnnotations.argocd\.argoproj\.io/sync-wave=late",), "argocd.syncWaves.enabled=false"),
 ]
 
 

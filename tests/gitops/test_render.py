@@ -231,10 +231,6 @@ def with_waves(docs: Sequence[Mapping[str, Any]], waves: Mapping[str, int]) -> l
 @pytest.mark.parametrize("app_name", [GENERATED[0].name, "face-cloud"])
 def test_charts_sync_waves_start_brokers_before_clients(helm: h.Helm, app_name: str) -> None:
     docs = [d for d in rendered(helm, app_name) if not is_test_hook(d)]
-    if not any(WAVE in d["metadata"].get("annotations", {}) for d in docs):
-        pytest.xfail(
-            f"charts/{chart_of(app_name)} sets no {WAVE} annotations yet (argocd/README.md, 'Sync waves'): broker and clients start together and rely on reconnecting"
-        )
     problems = wave_problems(docs, CLIENTS[chart_of(app_name)])
     assert not problems, "\n".join(problems)
 

@@ -53,12 +53,39 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end -}}
 
-{{/* metadata.annotations content, or nothing. */}}
+{{/*
+metadata.annotations of an object, or nothing: (dict "ctx" $ "wave" "broker" "annotations" (dict ...)),
+"wave" (a stage of face-cloud.syncWave) and "annotations" (the object's own) optional. Later ones win:
+commonAnnotations, then the sync wave (only with argocd.syncWaves.enabled), then the object's own.
+*/}}
 {{- define "face-cloud.annotations" -}}
-{{- with .Values.commonAnnotations }}
+{{- $wave := dict -}}
+{{- if and .wave .ctx.Values.argocd.syncWaves.enabled -}}
+{{- $wave = dict "argocd.argoproj.io/sync-wave" (include "face-cloud.syncWave" .wave) -}}
+{{- end -}}
+{{- with mergeOverwrite (dict) (.ctx.Values.commonAnnotations | default dict) $wave (.annotations | default dict) }}
 annotations:
   {{- toYaml . | nindent 2 }}
 {{- end }}
+{{- end -}}
+
+{{/*
+Argo CD sync wave of a stage (argocd/README.md, "Sync waves"), as the annotation's string:
+  broker  "-1"  the broker and everything its pod needs or that must exist before the processors
+                start: ServiceAccount, ConfigMap, users and TLS Secrets, PVC, the in-cluster
+                Service, both NetworkPolicies
+  (none)  0     the processors (StatefulSet, Services, faces PVC, S3 Secret, HPA, PDB) and the
+                external broker Service: a LoadBalancer still waiting for an address is not
+                Healthy and must not hold the broker's wave
+A wave waits until its objects are Healthy, so a PVC stays in its pod's wave: a
+WaitForFirstConsumer claim (k3s local-path) is Pending until its pod exists.
+*/}}
+{{- define "face-cloud.syncWave" -}}
+{{- $waves := dict "broker" "-1" -}}
+{{- if not (hasKey $waves .) -}}
+{{- fail (printf "face-cloud.syncWave: unknown stage %q" .) -}}
+{{- end -}}
+{{- get $waves . -}}
 {{- end -}}
 
 {{/* The device id: deviceId, else the release name. */}}
@@ -183,6 +210,9 @@ cluster (helm upgrade), else a new random one. (dict "ctx" $ "user" "processor" 
 
 {{/* Fail early, saying what to set, when values contradict. */}}
 {{- define "face-cloud.validate" -}}
+{{- if and .Values.argocd.syncWaves.enabled (hasKey .Values.commonAnnotations "argocd.argoproj.io/sync-wave") -}}
+{{- fail "\n\nface-cloud: commonAnnotations sets argocd.argoproj.io/sync-wave, which would move only the objects without a wave of their own and break the order of argocd.syncWaves (broker first). Remove it, or set argocd.syncWaves.enabled=false to put every object in that one wave.\n" -}}
+{{- end -}}
 {{- $store := .Values.processor.store -}}
 {{- if and (eq $store.type "s3") (not $store.s3.bucket) -}}
 {{- fail "\n\nface-cloud: processor.store.type=s3 needs processor.store.s3.bucket (and, unless the pods get AWS credentials another way, processor.store.s3.credentials.existingSecret).\n" -}}

@@ -52,12 +52,38 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end -}}
 
-{{/* metadata.annotations content, or nothing. */}}
+{{/*
+metadata.annotations of an object, or nothing: (dict "ctx" $ "wave" "broker" "annotations" (dict ...)),
+"wave" (a stage of face-edge.syncWave) and "annotations" (the object's own) optional. Later ones win:
+commonAnnotations, then the sync wave (only with argocd.syncWaves.enabled), then the object's own.
+*/}}
 {{- define "face-edge.annotations" -}}
-{{- with .Values.commonAnnotations }}
+{{- $wave := dict -}}
+{{- if and .wave .ctx.Values.argocd.syncWaves.enabled -}}
+{{- $wave = dict "argocd.argoproj.io/sync-wave" (include "face-edge.syncWave" .wave) -}}
+{{- end -}}
+{{- with mergeOverwrite (dict) (.ctx.Values.commonAnnotations | default dict) $wave (.annotations | default dict) }}
 annotations:
   {{- toYaml . | nindent 2 }}
 {{- end }}
+{{- end -}}
+
+{{/*
+Argo CD sync wave of a stage (argocd/README.md, "Sync waves"), as the annotation's string:
+  broker  "-1"  the edge broker and everything its pod needs or that must exist before the apps
+                start: ServiceAccount, ConfigMap, Secret, PVC, Service, both NetworkPolicies
+  camera  "1"   the camera (Deployment, Service), after the forwarder: the forwarder's persistent
+                session on the edge broker exists before the first face is published
+  (none)  0     logger, forwarder (Deployments, Services, spool PVC), uplink Secrets
+A wave waits until its objects are Healthy, so a PVC stays in its pod's wave: a
+WaitForFirstConsumer claim (k3s local-path) is Pending until its pod exists.
+*/}}
+{{- define "face-edge.syncWave" -}}
+{{- $waves := dict "broker" "-1" "camera" "1" -}}
+{{- if not (hasKey $waves .) -}}
+{{- fail (printf "face-edge.syncWave: unknown stage %q" .) -}}
+{{- end -}}
+{{- get $waves . -}}
 {{- end -}}
 
 {{/* The device id: deviceId, else the release name. */}}
@@ -129,6 +155,9 @@ annotations:
 
 {{/* Fail early, saying what to set, when a required value is missing or values contradict. */}}
 {{- define "face-edge.validate" -}}
+{{- if and .Values.argocd.syncWaves.enabled (hasKey .Values.commonAnnotations "argocd.argoproj.io/sync-wave") -}}
+{{- fail "\n\nface-edge: commonAnnotations sets argocd.argoproj.io/sync-wave, which would move only the objects without a wave of their own and break the order of argocd.syncWaves (broker first). Remove it, or set argocd.syncWaves.enabled=false to put every object in that one wave.\n" -}}
+{{- end -}}
 {{- if not .Values.cloud.host -}}
 {{- fail "\n\nface-edge: cloud.host is required: the address of the face-cloud broker that this device forwards faces to.\n  helm install <device> charts/face-edge --set cloud.host=mqtt.example.com\n" -}}
 {{- end -}}
