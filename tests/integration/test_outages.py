@@ -1,0 +1,636 @@
+"""Outages (issue 5): a broker, a component or S3 goes away mid-run; every face is stored exactly once.
+
+Faces come from `LoadGenerator` (tests/support/loadgen.py), a stand-in for the camera that
+publishes valid synthetic faces to the EDGE broker at a steady rate with its own boot id and seq
+0..N-1 and waits for the edge broker's PUBACK of each, so "sent" is exactly what the edge broker
+accepted. The edge-broker restart test and the camera SIGTERM test use the real camera on the test
+video instead (seqs from its summary and logs). Each test prints one line:
+
+    sent / stored / lost / duplicates (objects beyond the first for one (device, camera, boot, seq))
+    / redeliveries (faces the processor stored, counted from its `face.stored` log lines over all its
+    runs, minus objects: faces stored again over their own object after a redelivery; information,
+    not an error)
+
+(`pytest -rP` or `-s` shows the lines of passing tests.)
+
+Outage lengths: every test runs with a short outage so `make test` stays fast; the issue's full
+lengths (cloud broker 60 s, S3 30 s) are separate parametrizations marked `slow`, skipped unless
+FACEPIPE_LONG_TESTS=1, which is what `make test-long` sets (it runs `pytest -m slow`).
+FACEPIPE_OUTAGE_SECONDS overrides the short length.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from facepipe.brokers import MosquittoBroker
+from facepipe.config import (
+    BrokerSettings,
+    CameraSettings,
+    CommonSettings,
+    DetectorSettings,
+    ForwarderSettings,
+    LoggerSettings,
+    ProcessorSettings,
+    StoreSettings,
+)
+from facepipe.run import ComponentProcess
+from tests.support.loadgen import Accounting, LoadGenerator, account, directory_keys, parse_key, s3_keys
+from tests.support.mqtt import wait_until
+from tests.support.rgw import RadosGateway
+
+LONG = os.environ.get("FACEPIPE_LONG_TESTS", "") not in ("", "0")
+SHORT_OUTAGE = float(os.environ.get("FACEPIPE_OUTAGE_SECONDS", "8"))
+RATE = 20.0  # faces per second from the load generator
+DEVICE = "edge-1"
+LEAD_SECONDS = 2.0  # faces flowing (and being stored) before the outage
+TAIL_SECONDS = 2.0  # faces flowing after the recovery
+DRAIN_TIMEOUT = 120.0  # the longest wait for the backlog to be stored after the load stops
+
+
+def outage_lengths(long_seconds: float) -> list[Any]:
+    """The short outage (always) and the issue's full length (slow, only with FACEPIPE_LONG_TESTS=1)."""
+    return [
+        pytest.param(SHORT_OUTAGE, id=f"{SHORT_OUTAGE:g}s"),
+        pytest.param(
+            long_seconds,
+            id=f"{long_seconds:g}s",
+            marks=[pytest.mark.slow, pytest.mark.skipif(not LONG, reason="long outage: set FACEPIPE_LONG_TESTS=1 (make test-long)")],
+        ),
+    ]
+
+
+# --- the pieces each test starts ---------------------------------------------------------------
+
+
+class Rig:
+    """Forwarder and processor between an edge and a cloud broker; everything started is stopped by `close()`."""
+
+    def __init__(self, workdir: Path, edge: MosquittoBroker, cloud: MosquittoBroker) -> None:
+        self.workdir = workdir
+        self.edge_broker, self.cloud_broker = edge, cloud
+        self.common = CommonSettings(device_id=DEVICE)
+        self.edge = BrokerSettings(host=edge.host, port=edge.port)
+        self.cloud = BrokerSettings(host=cloud.host, port=cloud.port, topic="cam_bin_remote")
+        self.components: list[ComponentProcess] = []
+        self.loads: list[LoadGenerator] = []
+        self.store_dir = workdir / "faces"
+
+    def add(self, name: str, settings: Any, extra_env: dict[str, str] | None = None) -> ComponentProcess:
+        component = ComponentProcess(name, settings, self.workdir, extra_env)
+        self.components.append(component)
+        return component
+
+    def processor(self, storage: StoreSettings | None = None, extra_env: dict[str, str] | None = None) -> ComponentProcess:
+        storage = storage or StoreSettings(store=f"file://{self.store_dir}")
+        settings = ProcessorSettings(common=replace(self.common, device_id="cloud"), broker=self.cloud, storage=storage)
+        return self.add("processor", settings, extra_env)
+
+    def forwarder(self) -> ComponentProcess:
+        return self.add("forwarder", ForwarderSettings(common=self.common, local=self.edge, remote=self.cloud))
+
+    def load(self, rate: float = RATE) -> LoadGenerator:
+        generator = LoadGenerator(self.edge_broker.host, self.edge_broker.port, device=DEVICE, rate=rate)
+        self.loads.append(generator)
+        return generator.start()
+
+    def close(self) -> None:
+        for generator in self.loads:
+            generator.close()
+        for component in reversed(self.components):
+            component.stop()
+
+
+@pytest.fixture
+def rig(tmp_path: Path, edge_broker: MosquittoBroker, cloud_broker: MosquittoBroker) -> Iterator[Rig]:
+    made = Rig(tmp_path, edge_broker, cloud_broker)
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+def metric(component: ComponentProcess, name: str) -> float:
+    return component.metrics().get(name, 0.0)
+
+
+def stored_total(processor: ComponentProcess) -> float:
+    return metric(processor, "facepipe_processor_stored_total")
+
+
+def stored_events(processor: ComponentProcess) -> int:
+    """`face.stored` lines in the processor's log, over all its runs (the log is appended to on a
+    restart, while facepipe_processor_stored_total starts again from 0)."""
+    return processor.process.log_path.read_text(errors="replace").count('"event":"face.stored"')
+
+
+def wait_accounted(
+    keys: Callable[[], list[str]],
+    sent: list[int],
+    stream: tuple[str, str, str],
+    processor: ComponentProcess,
+    timeout: float = DRAIN_TIMEOUT,
+    idle_timeout: float = 45.0,
+) -> Accounting:
+    """Wait until every sent face has an object, then until the processor is quiet, and account.
+
+    Gives up after `timeout`, or after `idle_timeout` seconds without a new object (longer than
+    the clients' 30 s maximum reconnect backoff, so a slow reconnect is not mistaken for loss).
+    """
+    deadline = time.monotonic() + timeout
+    progress_at, last_objects = time.monotonic(), -1
+    while time.monotonic() < deadline and time.monotonic() - progress_at < idle_timeout:
+        result = account(sent, keys(), stream)
+        if not result.lost:
+            break
+        if result.objects != last_objects:
+            progress_at, last_objects = time.monotonic(), result.objects
+        time.sleep(0.25)
+    quiet_since, last = time.monotonic(), metric(processor, "facepipe_processor_received_total")
+    while time.monotonic() - quiet_since < 1.5 and time.monotonic() < deadline + 10:
+        time.sleep(0.25)
+        now = metric(processor, "facepipe_processor_received_total")
+        if now != last:
+            quiet_since, last = time.monotonic(), now
+    return account(sent, keys(), stream, processor_stored_total=stored_events(processor))
+
+
+def poll(predicate: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
+    """Like wait_until, but returns False on timeout (the caller reports, then asserts)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
+
+
+def report(label: str, accounting: Accounting, **extra: Any) -> None:
+    details = " ".join(f"{k}={v}" for k, v in extra.items())
+    print(f"\n[outage] {accounting.line(label)} {details}".rstrip(), flush=True)
+
+
+def assert_exactly_once(accounting: Accounting) -> None:
+    assert accounting.sent > 0
+    assert accounting.lost == 0, f"faces lost: {accounting.line()}"
+    assert accounting.duplicates == 0, f"duplicate objects: {accounting.line()}"
+    assert accounting.foreign == 0, f"objects of another stream: {accounting.line()}"
+
+
+def broker_log_connections(broker: MosquittoBroker, client_id: str) -> list[str]:
+    """Mosquitto's 'New client connected ... as <id> (p5, c0, k30...)' lines for one client id."""
+    text = broker.log_path.read_text(errors="replace") if broker.log_path.exists() else ""
+    return [line for line in text.splitlines() if "New client connected" in line and f" as {client_id} " in line]
+
+
+# --- 1. cloud broker down --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("outage", outage_lengths(60.0))
+def test_cloud_broker_down_every_face_stored_once(rig: Rig, outage: float) -> None:
+    """The cloud broker is gone for `outage` seconds while faces keep arriving at the edge at a steady
+    rate; when it is back, forwarder and processor reconnect and every face is stored exactly once.
+
+    The cloud broker is stopped cleanly (persistence saved): the processor's persistent session
+    survives, and faces the forwarder could not deliver wait on the edge (its persistent session
+    there, plus whatever the forwarder buffers itself) until the cloud broker returns.
+    """
+    processor, forwarder = rig.processor().start(), rig.forwarder().start()
+    processor.wait_ready()
+    forwarder.wait_ready()
+    load = rig.load()
+    load.wait_sent(int(RATE * LEAD_SECONDS))
+    wait_until(lambda: stored_total(processor) > 0, what="faces stored before the outage")
+
+    rig.cloud_broker.stop()
+    down_at = time.time()
+    time.sleep(outage)
+    rig.cloud_broker.start()
+    up_at = time.time()
+    load.wait_sent(load.sent_count() + int(RATE * TAIL_SECONDS), timeout=30)
+    load.stop()
+
+    result = wait_accounted(lambda: directory_keys(rig.store_dir), load.sent, load.stream, processor)
+    during = sum(1 for t in load.sent_at.values() if down_at <= t <= up_at)
+    f_connects = metric(forwarder, 'facepipe_mqtt_connects_total{broker="cloud"}')
+    p_connects = metric(processor, 'facepipe_mqtt_connects_total{broker="cloud"}')
+    report(
+        f"cloud broker down {outage:g}s", result, sent_during_outage=during, forwarder_connects=f_connects, processor_connects=p_connects
+    )
+    assert during >= RATE * outage * 0.8, "faces kept arriving at the edge during the outage"
+    assert f_connects >= 2 and p_connects >= 2, "forwarder and processor reconnected"
+    assert_exactly_once(result)
+    assert result.unexpected == 0
+
+
+# --- 2. forwarder SIGKILL -----------------------------------------------------------------------------
+
+
+def test_forwarder_sigkill_every_face_stored_once(rig: Rig) -> None:
+    """SIGKILL the forwarder mid-run, restart it a few seconds later: every face stored exactly once.
+
+    The edge broker keeps the forwarder's persistent session (same client id after the restart, it
+    derives from the device id; clean start off): faces published while it was dead, and those it
+    had received but not yet acknowledged (acknowledged on the edge only after the cloud's PUBACK),
+    are delivered to the new process. Forwarded-but-unacknowledged faces come again and overwrite
+    their own objects (redeliveries), never adding one.
+    """
+    processor, forwarder = rig.processor().start(), rig.forwarder().start()
+    processor.wait_ready()
+    forwarder.wait_ready()
+    load = rig.load()
+    load.wait_sent(int(RATE * LEAD_SECONDS))
+    wait_until(lambda: metric(forwarder, "facepipe_forwarder_forwarded_total") > 0, what="faces forwarded before the kill")
+
+    forwarder.kill()
+    killed_at = time.time()
+    time.sleep(3.0)
+    forwarder.start().wait_ready()
+    restarted_at = time.time()
+    load.wait_sent(load.sent_count() + int(RATE * TAIL_SECONDS), timeout=30)
+    load.stop()
+
+    result = wait_accounted(lambda: directory_keys(rig.store_dir), load.sent, load.stream, processor)
+    while_dead = sum(1 for t in load.sent_at.values() if killed_at <= t <= restarted_at)
+    sessions = broker_log_connections(rig.edge_broker, f"facepipe-forwarder-{DEVICE}")
+    report(
+        "forwarder SIGKILL",
+        result,
+        sent_while_dead=while_dead,
+        received_after_restart=metric(forwarder, "facepipe_forwarder_received_total"),
+    )
+    assert while_dead > 0
+    assert len(sessions) == 2, f"the forwarder connected twice with the same client id: {sessions}"
+    assert all("c0" in line for line in sessions), f"clean start off (persistent session): {sessions}"
+    assert metric(forwarder, "facepipe_forwarder_received_total") >= while_dead, "the queued faces reached the new forwarder"
+    assert_exactly_once(result)
+    assert result.unexpected == 0
+
+
+# --- 3. processor SIGKILL ----------------------------------------------------------------------------
+
+
+def test_processor_sigkill_every_face_stored_once(rig: Rig) -> None:
+    """SIGKILL the processor mid-run, restart it a few seconds later: every face stored exactly once.
+
+    The cloud broker keeps the processor's persistent session and queues faces for it; faces it had
+    received but not acknowledged (acknowledged only after the object exists) are redelivered and
+    overwrite their own objects.
+    """
+    processor, forwarder = rig.processor().start(), rig.forwarder().start()
+    processor.wait_ready()
+    forwarder.wait_ready()
+    load = rig.load()
+    load.wait_sent(int(RATE * LEAD_SECONDS))
+    wait_until(lambda: stored_total(processor) > 0, what="faces stored before the kill")
+
+    processor.kill()
+    killed_at = time.time()
+    time.sleep(3.0)
+    processor.start().wait_ready()
+    restarted_at = time.time()
+    load.wait_sent(load.sent_count() + int(RATE * TAIL_SECONDS), timeout=30)
+    load.stop()
+
+    result = wait_accounted(lambda: directory_keys(rig.store_dir), load.sent, load.stream, processor)
+    while_dead = sum(1 for t in load.sent_at.values() if killed_at <= t <= restarted_at)
+    sessions = broker_log_connections(rig.cloud_broker, "facepipe-processor-cloud")
+    report("processor SIGKILL", result, sent_while_dead=while_dead)
+    assert while_dead > 0
+    assert len(sessions) == 2 and all("c0" in line for line in sessions), f"same client id, clean start off: {sessions}"
+    assert stored_total(processor) >= while_dead, "the faces queued for the dead processor reached the new one"
+    assert_exactly_once(result)
+    assert result.unexpected == 0
+
+
+# --- 4. S3 down ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("outage", outage_lengths(30.0))
+def test_s3_down_every_face_stored_once(rig: Rig, rgw: RadosGateway, s3_bucket: str, outage: float) -> None:
+    """The S3 server (Ceph RGW) is stopped for `outage` seconds while faces flow: the processor retries
+    each failed store with backoff and acknowledges nothing it has not stored, so once S3 is back
+    every face is stored exactly once."""
+    storage = StoreSettings(store=f"s3://{s3_bucket}/faces", s3_endpoint_url=rgw.endpoint_url, s3_region=rgw.region)
+    processor = rig.processor(storage, extra_env=rgw.env()).start()
+    forwarder = rig.forwarder().start()
+    processor.wait_ready()
+    forwarder.wait_ready()
+    s3 = rgw.client()
+
+    def keys() -> list[str]:
+        return s3_keys(s3, s3_bucket, "faces/")
+
+    load = rig.load()
+    try:
+        load.wait_sent(int(RATE * LEAD_SECONDS))
+        wait_until(lambda: stored_total(processor) > 0, what="faces stored before the outage")
+        rgw.stop_gateway()
+        down_at = time.time()
+        time.sleep(outage)
+    finally:
+        rgw.start_gateway()  # the gateway is shared by the session: always bring it back
+    up_at = time.time()
+    load.wait_sent(load.sent_count() + int(RATE * TAIL_SECONDS), timeout=30)
+    load.stop()
+
+    result = wait_accounted(keys, load.sent, load.stream, processor)
+    during = sum(1 for t in load.sent_at.values() if down_at <= t <= up_at)
+    errors = metric(processor, "facepipe_processor_store_errors_total")
+    report(f"S3 down {outage:g}s", result, sent_during_outage=during, store_errors=errors)
+    assert during >= RATE * outage * 0.8
+    assert errors > 0, "the processor saw the outage (failed store attempts, retried)"
+    assert_exactly_once(result)
+    assert result.unexpected == 0
+    assert processor.process.running()
+
+
+# --- 5. edge broker restart, real camera ------------------------------------------------------------
+
+
+def _log_events(path: Path, event: str) -> list[dict[str, Any]]:
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        if f'"event":"{event}"' in line:
+            record = json.loads(line)
+            record["epoch"] = datetime.fromisoformat(record["ts"].replace("Z", "+00:00")).timestamp()
+            out.append(record)
+    return out
+
+
+def _gap_seqs(lost_events: list[dict[str, Any]]) -> set[int]:
+    """The seqs behind the logger's `faces.lost` events (count faces missing before before_seq)."""
+    return {s for e in lost_events for s in range(int(e["before_seq"]) - int(e["count"]), int(e["before_seq"]))}
+
+
+@pytest.fixture(scope="module")
+def long_clip(test_video: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test video and its first 150 frames again (~14 s at its own frame rate): long enough for a broker outage
+    and the reconnect backoff in the middle, finite so the camera ends on its own and waits for
+    every acknowledgement (a SIGTERM-ed camera does not wait)."""
+    import cv2
+
+    out = tmp_path_factory.mktemp("video") / "long_clip.avi"
+    reader = cv2.VideoCapture(str(test_video))
+    fps = reader.get(cv2.CAP_PROP_FPS)
+    frames = []
+    while True:
+        ok, frame = reader.read()
+        if not ok:
+            break
+        frames.append(frame)
+    reader.release()
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+    for frame in frames + frames[:150]:
+        writer.write(frame)
+    writer.release()
+    return out
+
+
+@pytest.mark.parametrize("camera_qos", [1, 0], ids=["qos1", "qos0"])
+def test_edge_broker_restart_camera_and_logger_resume(rig: Rig, long_clip: Path, model_dir: Path, camera_qos: int) -> None:
+    """The edge broker is stopped, absent for 4 s, then started on the same port (persistence on),
+    under the real camera (test video played in real time, publish policy `every` for a dense
+    stream of ~20 faces/s), the logger, the forwarder and the processor.
+
+    What is true, and asserted:
+    - camera, logger and forwarder reconnect on their own (facepipe_mqtt_connects_total >= 2);
+    - the logger accounts for every seq the camera used: faces seen + faces counted lost == seqs,
+      so a face it did not see is never silently missing, and its `faces.lost` events add up;
+    - QoS 1 (the default): the camera keeps the faces it could not deliver (up to 10,000) and
+      resends them on reconnect, so it drops none and every face, those captured while no edge
+      broker existed included, is stored exactly once (the forwarder's session and its queue
+      survive in the broker's persistence). The logger has no persistent session: it can only
+      miss faces that reached the new broker before it resubscribed; any it counts lost were
+      captured between the broker's stop and its resubscription, never outside that window.
+    - QoS 0: a face published while the camera has no broker is dropped and counted
+      (facepipe_camera_faces_dropped_total{reason="broker_unavailable"}, one `face.dropped` log
+      line with its seq). The logger counts every one of those seqs as lost (each lies in one of
+      its gaps): logger lost >= camera dropped, and none of them is stored. Equality is not
+      guaranteed: if the camera reconnects before the logger has resubscribed (both back off
+      1, 2, 4 ... s from the same moment: a race), the logger also misses the faces published in
+      between, and a face written to the dying broker's socket is gone without an error. Such an
+      excess is printed and must be adjacent to the dropped seqs (one run of missing seqs).
+    """
+    store_dir = rig.store_dir
+    processor, forwarder = rig.processor().start(), rig.forwarder().start()
+    logger = rig.add("logger", LoggerSettings(common=rig.common, broker=rig.edge)).start()
+    for component in (processor, forwarder, logger):
+        component.wait_ready()
+    camera_settings = CameraSettings(
+        common=rig.common, broker=replace(rig.edge, qos=camera_qos), detect=DetectorSettings(model_dir=str(model_dir)),
+        source=str(long_clip), realtime=True, publish_policy="every",
+    )  # fmt: skip
+    camera = rig.add("camera", camera_settings).start()
+    camera.wait_ready()
+    wait_until(lambda: metric(logger, "facepipe_logger_faces_total") >= 20, timeout=30, what="faces flowing before the restart")
+
+    rig.edge_broker.stop()
+    stopped_at = time.time()
+    time.sleep(4.0)
+    rig.edge_broker.start()
+    started_at = time.time()
+    for component in (camera, logger):  # one broker link each (labelled "edge" and "local")
+        wait_until(lambda c=component: metric(c, "facepipe_mqtt_connects_total") >= 2, timeout=30, what=f"{component.name} reconnected")
+    wait_until(lambda: metric(forwarder, 'facepipe_mqtt_connects_total{broker="edge"}') >= 2, timeout=30, what="forwarder reconnected")
+    camera_dropped_metric = metric(camera, 'facepipe_camera_faces_dropped_total{reason="broker_unavailable"}')
+    wait_until(lambda: not camera.process.running(), timeout=90, what="the camera to finish the clip")
+    assert camera.process.returncode() == 0, camera.process.log_tail()
+    summary = camera.summary()
+    seqs = int(summary["published"]) + int(summary["dropped"])  # every face got a seq: published or dropped
+    stream = (DEVICE, camera_settings.camera_id, summary["boot"])
+
+    def logger_total() -> float:
+        m = logger.metrics()
+        return m.get("facepipe_logger_faces_total", 0) + m.get("facepipe_logger_lost_total", 0)
+
+    poll(lambda: logger_total() >= seqs, timeout=15)  # the logger sees the last face (asserted below)
+    logger_metrics = logger.metrics()
+    logger_seen = int(logger_metrics.get("facepipe_logger_faces_total", 0))
+    logger_lost = int(logger_metrics.get("facepipe_logger_lost_total", 0))
+    logger_dups = int(logger_metrics.get("facepipe_logger_duplicates_total", 0))
+    logger.stop()
+
+    dropped_events = _log_events(camera.process.log_path, "face.dropped")
+    dropped_seqs = {int(e["seq"]) for e in dropped_events}
+    gap_seqs = _gap_seqs(_log_events(logger.process.log_path, "faces.lost"))
+    logger_connects = [e["epoch"] for e in _log_events(logger.process.log_path, "mqtt.connected")]
+    camera_connects = [e["epoch"] for e in _log_events(camera.process.log_path, "mqtt.connected")]
+    published = [s for s in range(seqs) if s not in dropped_seqs]
+    # At QoS 0 a face written to the dying broker's socket is never stored: do not wait long for it.
+    result = wait_accounted(lambda: directory_keys(store_dir), published, stream, processor, timeout=60, idle_timeout=5)
+    report(
+        f"edge broker restart camera qos{camera_qos}", result,
+        camera_seqs=seqs, camera_published=summary["published"], camera_dropped=summary["dropped"],
+        logger_seen=logger_seen, logger_lost=logger_lost, logger_duplicates=logger_dups,
+        logger_lost_not_dropped=len(gap_seqs - dropped_seqs),
+        camera_reconnect_after_start=round(camera_connects[-1] - started_at, 2),
+        logger_reconnect_after_start=round(logger_connects[-1] - started_at, 2),
+    )  # fmt: skip
+
+    assert logger_seen + logger_lost == seqs, "every seq is either seen by the logger or counted lost"
+    assert len(gap_seqs) == logger_lost, "the logger's faces.lost events add up to its lost counter"
+    assert result.duplicates == 0 and result.foreign == 0, result.line()
+    if camera_qos == 1:
+        assert summary["dropped"] == 0 and not dropped_events, "at QoS 1 the camera kept every face"
+        assert result.lost == 0, f"every face stored: {result.line()}"
+        during = [k for k in directory_keys(store_dir) if stopped_at <= _captured_at(store_dir / k) <= started_at]
+        assert during, "faces captured while no edge broker existed were stored"
+        for seq in gap_seqs:  # faces the logger missed: captured between the broker's stop and its resubscription
+            captured = _captured_at(_key_of(store_dir, stream, seq))
+            assert stopped_at - 1.0 <= captured <= logger_connects[-1] + 1.0, f"logger lost seq {seq} outside the outage window"
+    else:
+        assert dropped_seqs, "at QoS 0 the camera dropped (and counted) faces while it had no broker"
+        assert {e["reason"] for e in dropped_events} == {"broker_unavailable"}
+        assert summary["dropped"] == len(dropped_seqs) == camera_dropped_metric
+        assert all(stopped_at - 1.0 <= e["epoch"] <= camera_connects[-1] + 1.0 for e in dropped_events), "dropped only while disconnected"
+        assert dropped_seqs <= gap_seqs, "the logger counts every face the camera dropped as lost"
+        assert logger_lost >= summary["dropped"]
+        assert _contiguous(gap_seqs), f"one run of missing seqs around the outage: {sorted(gap_seqs)}"
+        stored = {parsed[1] for k in directory_keys(store_dir) if (parsed := parse_key(k)) and parsed[0] == stream}
+        assert not (stored & dropped_seqs), "a face the camera dropped cannot have been stored"
+
+
+def _contiguous(seqs: set[int]) -> bool:
+    return not seqs or max(seqs) - min(seqs) + 1 == len(seqs)
+
+
+def _key_of(store_dir: Path, stream: tuple[str, str, str], seq: int) -> Path:
+    for key in directory_keys(store_dir):
+        if parse_key(key) == (stream, seq):
+            return store_dir / key
+    raise AssertionError(f"seq {seq} is not stored")
+
+
+def _captured_at(png: Path) -> float:
+    """captured_at of a stored face, from its metadata sidecar."""
+    meta = json.loads(png.with_name(png.name + ".json").read_text())
+    return datetime.fromisoformat(meta["captured-at"].replace("Z", "+00:00")).timestamp()
+
+
+# --- 6. camera stopped by SIGTERM (a rollout, a node drain) ---------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="camera bug: on SIGTERM Camera._drain() returns at once (its wait loop runs only while `stop` is not set), "
+    "so faces still awaiting the edge broker's PUBACK are counted dropped ('unacknowledged') and the link is closed "
+    "under them: some reach the broker anyway (counted dropped but stored), some are lost",
+)
+def test_camera_sigterm_waits_for_its_acknowledgements(rig: Rig, test_video: Path, model_dir: Path) -> None:
+    """A camera stopped with SIGTERM (how Kubernetes stops a pod) must deliver what it numbered: stop
+    reading, flush its open tracks, then wait (bounded) for the edge broker's PUBACKs, so that with
+    the broker up it drops nothing and every seq it used is stored exactly once.
+
+    To make "faces awaiting a PUBACK" certain rather than a matter of timing, the edge broker is
+    paused (SIGSTOP) for about a second around the SIGTERM: connections stay up, acknowledgements
+    are merely late, as with a busy broker or a slow link. Without the pause the same loss shows up
+    in about half the runs (the faces of the last frame, or the track flush).
+    """
+    processor, forwarder = rig.processor().start(), rig.forwarder().start()
+    for component in (processor, forwarder):
+        component.wait_ready()
+    camera_settings = CameraSettings(
+        common=rig.common, broker=rig.edge, detect=DetectorSettings(model_dir=str(model_dir)),
+        source=str(test_video), loop=True, publish_policy="every",  # flat out: a steady stream of faces
+    )  # fmt: skip
+    camera = rig.add("camera", camera_settings).start()
+    camera.wait_ready()
+    wait_until(lambda: metric(camera, "facepipe_camera_faces_published_total") >= 50, timeout=30, what="faces published")
+    broker = rig.edge_broker.process
+    assert broker is not None
+    try:
+        broker.signal(signal.SIGSTOP)
+        time.sleep(0.3)  # the camera goes on publishing; the PUBACKs wait
+        camera.process.signal(signal.SIGTERM)
+        time.sleep(1.0)
+    finally:
+        broker.signal(signal.SIGCONT)
+    wait_until(lambda: not camera.process.running(), timeout=90, what="the camera to stop")
+    camera.stop()
+    summary = camera.summary()
+    seqs = int(summary["published"]) + int(summary["dropped"])
+    stream = (DEVICE, camera_settings.camera_id, summary["boot"])
+    result = wait_accounted(lambda: directory_keys(rig.store_dir), list(range(seqs)), stream, processor, timeout=30, idle_timeout=5)
+    report("camera SIGTERM, acks late", result, camera_published=summary["published"], camera_dropped=summary["dropped"])
+    assert summary["dropped"] == 0, f"the camera dropped faces on a clean stop with its broker up: {summary}"
+    assert_exactly_once(result)
+
+
+# --- 7. camera reconnecting: its backlog before its new faces ---------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="camera bug: after a reconnect, faces the camera publishes between its TCP connect and the CONNACK go out "
+    "before its backlog (paho resends the backlog only on CONNACK), so seqs reach the edge out of order and the logger "
+    "(SeqTracker: a gap is lost at once, a lower seq is a repeat) reports the whole backlog as lost AND as duplicates",
+)
+def test_camera_reconnect_keeps_order_so_logger_counts_no_false_loss(rig: Rig, long_clip: Path, model_dir: Path) -> None:
+    """At QoS 1 the camera keeps the faces it could not deliver and resends them when the edge broker
+    is back. They must reach the broker before the faces captured after the reconnect: seq order is
+    how the logger tells loss (a gap) from redelivery (a repeat). Here the logger was subscribed
+    before the camera reconnected, so it receives every face: it must count none lost.
+
+    The ordering is made deterministic: the camera is paused (SIGSTOP) across the broker's
+    restart so the logger resubscribes first, and the broker is paused for a second while the
+    camera reconnects, as a broker busy right after a restart would be (TCP connects, CONNACK is
+    late); without the pauses the same misreport shows up in some runs of the edge-broker test.
+    """
+    processor, forwarder = rig.processor().start(), rig.forwarder().start()
+    logger = rig.add("logger", LoggerSettings(common=rig.common, broker=rig.edge)).start()
+    for component in (processor, forwarder, logger):
+        component.wait_ready()
+    camera_settings = CameraSettings(
+        common=rig.common, broker=rig.edge, detect=DetectorSettings(model_dir=str(model_dir)),
+        source=str(long_clip), realtime=True, publish_policy="every",
+    )  # fmt: skip
+    camera = rig.add("camera", camera_settings).start()
+    camera.wait_ready()
+    wait_until(lambda: metric(logger, "facepipe_logger_faces_total") >= 20, timeout=30, what="faces flowing")
+
+    rig.edge_broker.stop()
+    time.sleep(2.0)  # the camera keeps its faces (QoS 1 backlog)
+    camera.process.signal(signal.SIGSTOP)
+    try:
+        rig.edge_broker.start()
+        wait_until(lambda: metric(logger, "facepipe_mqtt_connects_total") >= 2, timeout=30, what="logger reconnected")
+        wait_until(lambda: metric(forwarder, 'facepipe_mqtt_connects_total{broker="edge"}') >= 2, timeout=30, what="forwarder reconnected")
+        broker = rig.edge_broker.process
+        assert broker is not None
+        broker.signal(signal.SIGSTOP)
+        try:
+            camera.process.signal(signal.SIGCONT)
+            time.sleep(1.0)  # the camera connects (TCP), sends CONNECT and goes on publishing; no CONNACK yet
+        finally:
+            broker.signal(signal.SIGCONT)
+    finally:
+        camera.process.signal(signal.SIGCONT)
+    wait_until(lambda: not camera.process.running(), timeout=90, what="the camera to finish the clip")
+    summary = camera.summary()
+    seqs = int(summary["published"]) + int(summary["dropped"])
+    stream = (DEVICE, camera_settings.camera_id, summary["boot"])
+    poll(lambda: metric(logger, "facepipe_logger_faces_total") + metric(logger, "facepipe_logger_lost_total") >= seqs, timeout=15)
+    m = logger.metrics()
+    logger_seen, logger_lost = int(m.get("facepipe_logger_faces_total", 0)), int(m.get("facepipe_logger_lost_total", 0))
+    logger_dups = int(m.get("facepipe_logger_duplicates_total", 0))
+    result = wait_accounted(lambda: directory_keys(rig.store_dir), list(range(seqs)), stream, processor, timeout=60)
+    report(
+        "camera reconnect order", result, camera_published=summary["published"], camera_dropped=summary["dropped"],
+        logger_seen=logger_seen, logger_lost=logger_lost, logger_duplicates=logger_dups,
+    )  # fmt: skip
+    assert summary["dropped"] == 0
+    assert_exactly_once(result)  # storage is unaffected: keys come from the metadata
+    assert logger_lost == 0, f"the logger received every face but counted {logger_lost} lost (and {logger_dups} duplicates)"
+    assert logger_seen == seqs
