@@ -209,6 +209,12 @@ class CameraSettings:
 class LoggerSettings:
     common: CommonSettings = group("", "", common, "common")
     broker: BrokerSettings = group("LOCAL_MQTT_", "local", BrokerSettings, "edge broker the logger subscribes to")
+    loss_grace_seconds: float = setting(
+        5.0,
+        "FACEPIPE_LOSS_GRACE_SECONDS",
+        "a missing seq counts as lost if it has not arrived this long after its gap showed",
+        check=non_negative,
+    )
 
 
 @dataclass(frozen=True)

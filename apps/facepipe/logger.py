@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -14,21 +16,59 @@ from facepipe.contract import ContractError, FaceMeta, format_timestamp
 from facepipe.mqtt import BrokerLink, client_id
 from facepipe.service import Component
 
+LOSS_CHECK_SECONDS = 1.0
+
+
+Stream = tuple[str, str, str]  # (device, camera, boot)
+
 
 class SeqTracker:
-    """Per (device, camera, boot): the last seq seen; reports gaps (lost) and repeats (duplicates)."""
+    """Per (device, camera, boot): which seqs arrived; a missing seq counts as lost only after a grace period.
 
-    def __init__(self) -> None:
-        self.last: dict[tuple[str, str, str], int] = {}
+    Faces can arrive out of order (QoS 1 redelivery after a reconnect overtaken by new faces), so a
+    gap is only a suspicion at first: a seq that turns up within `grace` seconds fills its gap; one
+    that does not is reported lost. A seq at or below the newest one that was not missing is a repeat.
+    """
 
-    def observe(self, meta: FaceMeta) -> tuple[int, bool]:
-        """Return (faces lost before this one, whether this one is a repeat)."""
+    MAX_MISSING = 100_000  # per stream; a larger gap is reported lost at once
+
+    def __init__(self, grace: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.grace = grace
+        self.clock = clock
+        self.newest: dict[Stream, int] = {}
+        self.missing: dict[Stream, dict[int, float]] = {}
+
+    def observe(self, meta: FaceMeta) -> bool:
+        """Record a face; True when it is a repeat of one already seen."""
         stream = (meta.device, meta.camera, meta.boot)
-        previous = self.last.get(stream)
-        if previous is not None and meta.seq <= previous:
-            return 0, True
-        self.last[stream] = meta.seq
-        return (0 if previous is None else meta.seq - previous - 1), False
+        missing = self.missing.setdefault(stream, {})
+        newest = self.newest.get(stream)
+        if meta.seq in missing:
+            del missing[meta.seq]
+            return False
+        if newest is not None and meta.seq <= newest:
+            return True
+        if newest is not None and meta.seq - newest - 1 <= self.MAX_MISSING:
+            noticed = self.clock()
+            missing.update(dict.fromkeys(range(newest + 1, meta.seq), noticed))
+        elif newest is not None:
+            missing.update(dict.fromkeys(range(newest + 1, meta.seq), float("-inf")))
+        self.newest[stream] = meta.seq
+        return False
+
+    def expire(self) -> list[tuple[Stream, int, int]]:
+        """Runs (stream, first seq, last seq) of faces missing for longer than the grace period: lost."""
+        cutoff = self.clock() - self.grace
+        runs: list[tuple[Stream, int, int]] = []
+        for stream, missing in self.missing.items():
+            lost = sorted(seq for seq, noticed in missing.items() if noticed <= cutoff)
+            for seq in lost:
+                del missing[seq]
+                if runs and runs[-1][0] == stream and runs[-1][2] == seq - 1:
+                    runs[-1] = (stream, runs[-1][1], seq)
+                else:
+                    runs.append((stream, seq, seq))
+        return runs
 
 
 class FaceLogger(Component):
@@ -37,13 +77,14 @@ class FaceLogger(Component):
     def __init__(self, settings: LoggerSettings, log: logging.Logger) -> None:
         super().__init__(settings.common, log)
         self.settings = settings
-        self.seqs = SeqTracker()
+        self.seqs = SeqTracker(settings.loss_grace_seconds)
         self.faces = Counter("facepipe_logger_faces_total", "faces seen", ["device"], registry=self.registry)
         self.lost = Counter("facepipe_logger_lost_total", "faces missing from seq gaps", ["device"], registry=self.registry)
         self.duplicates = Counter("facepipe_logger_duplicates_total", "faces seen again (redelivery)", ["device"], registry=self.registry)
         self.malformed = Counter("facepipe_logger_malformed_total", "messages that break the contract", ["reason"], registry=self.registry)
         self.totals = {"faces": 0, "lost": 0, "duplicates": 0, "malformed": 0}
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # the seq tracker: paho's thread and the loss check
+        self.totals_lock = threading.Lock()
         broker = settings.broker
         self.link = BrokerLink(
             "local", broker, client_id(broker, "logger", settings.common.device_id), self.link_metrics, log,
@@ -60,17 +101,12 @@ class FaceLogger(Component):
                 "face.malformed", extra={"topic": msg.topic, "bytes": len(msg.payload), "reason": exc.reason, "detail": exc.detail}
             )
             return
-        lost, repeat = self.seqs.observe(meta)
+        with self.lock:
+            repeat = self.seqs.observe(meta)
         if repeat:
             self.duplicates.labels(meta.device).inc()
             self._count("duplicates")
             return
-        if lost:
-            self.lost.labels(meta.device).inc(lost)
-            self._count("lost", lost)
-            self.log.warning(
-                "faces.lost", extra={"device": meta.device, "camera": meta.camera, "boot": meta.boot, "count": lost, "before_seq": meta.seq}
-            )
         self.faces.labels(meta.device).inc()
         self._count("faces")
         self.log.info(
@@ -82,17 +118,32 @@ class FaceLogger(Component):
         )  # fmt: skip
 
     def _count(self, name: str, amount: int = 1) -> None:
-        with self.lock:
+        with self.totals_lock:
             self.totals[name] += amount
+
+    def report_losses(self) -> None:
+        """Count and log the faces whose gap the grace period did not fill."""
+        with self.lock:
+            runs = self.seqs.expire()
+        for (device, camera, boot), first, last in runs:
+            count = last - first + 1
+            self.lost.labels(device).inc(count)
+            self._count("lost", count)
+            self.log.warning(
+                "faces.lost",
+                extra={"device": device, "camera": camera, "boot": boot, "count": count, "first_seq": first, "before_seq": last + 1},
+            )
 
     def run(self, stop: threading.Event) -> None:
         self.link.start()
-        stop.wait()
+        while not stop.wait(LOSS_CHECK_SECONDS):
+            self.report_losses()
         self.link.stop()
+        self.report_losses()
 
     def ready(self) -> bool:
         return self.link.connected.is_set()
 
     def summary(self) -> dict[str, Any]:
-        with self.lock:
+        with self.totals_lock:
             return dict(self.totals)

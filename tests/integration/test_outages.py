@@ -522,12 +522,6 @@ def _captured_at(png: Path) -> float:
 # --- 6. camera stopped by SIGTERM (a rollout, a node drain) ---------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="camera bug: on SIGTERM Camera._drain() returns at once (its wait loop runs only while `stop` is not set), "
-    "so faces still awaiting the edge broker's PUBACK are counted dropped ('unacknowledged') and the link is closed "
-    "under them: some reach the broker anyway (counted dropped but stored), some are lost",
-)
 def test_camera_sigterm_waits_for_its_acknowledgements(rig: Rig, test_video: Path, model_dir: Path) -> None:
     """A camera stopped with SIGTERM (how Kubernetes stops a pod) must deliver what it numbered: stop
     reading, flush its open tracks, then wait (bounded) for the edge broker's PUBACKs, so that with
@@ -571,12 +565,6 @@ def test_camera_sigterm_waits_for_its_acknowledgements(rig: Rig, test_video: Pat
 # --- 7. camera reconnecting: its backlog before its new faces ---------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="camera bug: after a reconnect, faces the camera publishes between its TCP connect and the CONNACK go out "
-    "before its backlog (paho resends the backlog only on CONNACK), so seqs reach the edge out of order and the logger "
-    "(SeqTracker: a gap is lost at once, a lower seq is a repeat) reports the whole backlog as lost AND as duplicates",
-)
 def test_camera_reconnect_keeps_order_so_logger_counts_no_false_loss(rig: Rig, long_clip: Path, model_dir: Path) -> None:
     """At QoS 1 the camera keeps the faces it could not deliver and resends them when the edge broker
     is back. They must reach the broker before the faces captured after the reconnect: seq order is

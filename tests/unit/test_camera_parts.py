@@ -64,10 +64,26 @@ def _meta(seq: int, boot: str = "b1") -> FaceMeta:
     return FaceMeta("d", "c", boot, seq, datetime.now(UTC), 0, 0, (0, 0, 1, 1), 1.0, "t")
 
 
-def test_seq_tracker_counts_gaps_and_repeats() -> None:
-    tracker = SeqTracker()
-    assert tracker.observe(_meta(0)) == (0, False)
-    assert tracker.observe(_meta(1)) == (0, False)
-    assert tracker.observe(_meta(5)) == (3, False)
-    assert tracker.observe(_meta(5)) == (0, True)
-    assert tracker.observe(_meta(0, boot="b2")) == (0, False)  # a new camera run starts its own sequence
+def test_seq_tracker_counts_gaps_after_the_grace_period_and_repeats() -> None:
+    now = [0.0]
+    tracker = SeqTracker(grace=5.0, clock=lambda: now[0])
+    assert tracker.observe(_meta(0)) is False
+    assert tracker.observe(_meta(1)) is False
+    assert tracker.observe(_meta(5)) is False  # 2, 3, 4 missing: suspected, not yet lost
+    assert tracker.expire() == []
+    assert tracker.observe(_meta(3)) is False  # a late face fills its gap: not a repeat
+    assert tracker.observe(_meta(5)) is True  # a real repeat
+    now[0] = 6.0
+    assert tracker.expire() == [(("d", "c", "b1"), 2, 2), (("d", "c", "b1"), 4, 4)]
+    assert tracker.expire() == []
+    assert tracker.observe(_meta(0, boot="b2")) is False  # a new camera run starts its own sequence
+
+
+def test_seq_tracker_backlog_overtaken_by_new_faces_is_not_lost() -> None:
+    """After a reconnect, new faces may arrive before the camera's resent backlog."""
+    now = [0.0]
+    tracker = SeqTracker(grace=5.0, clock=lambda: now[0])
+    for seq in [0, 1, 2, 10, 11, 3, 4, 5, 6, 7, 8, 9, 12]:
+        assert tracker.observe(_meta(seq)) is False
+    now[0] = 60.0
+    assert tracker.expire() == []
