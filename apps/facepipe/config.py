@@ -76,7 +76,7 @@ def fraction(value: float) -> str | None:
 
 
 def identifier(value: str) -> str | None:
-    return None if contract.ID_PATTERN.match(value) else f"must match {contract.ID_PATTERN.pattern}"
+    return None if contract.ID_PATTERN.fullmatch(value) else f"must match {contract.ID_PATTERN.pattern}"
 
 
 def topic_name(value: str) -> str | None:

@@ -30,7 +30,7 @@ JPEG = "image/jpeg"
 CONTENT_TYPES = {"png": PNG, "jpeg": JPEG}
 
 # Device, camera and boot ids appear in topics, object keys and file names: keep them tame.
-ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")  # always used with fullmatch
 UNKNOWN_DEVICE = "unknown"
 
 # Names of the user properties, in the order they are published.
@@ -51,7 +51,7 @@ class ContractError(ValueError):
 
 def check_id(kind: str, value: str) -> str:
     """Return `value` when it is a valid device/camera/boot id, else raise ContractError."""
-    if not ID_PATTERN.match(value):
+    if not ID_PATTERN.fullmatch(value):
         raise ContractError("bad_metadata", f"{kind} {value!r} must match {ID_PATTERN.pattern}")
     return value
 
@@ -80,12 +80,12 @@ def device_from_topic(base: str, topic: str) -> str:
 def format_timestamp(moment: datetime) -> str:
     """RFC 3339 UTC with milliseconds, e.g. 2026-11-24T21:34:05.123Z."""
     utc = moment.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    return f"{utc.year:04d}-{utc:%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
 
 
 def parse_timestamp(text: str) -> datetime:
     """Parse the `captured_at` form written by `format_timestamp`."""
-    if not re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", text):
+    if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z", text):
         raise ContractError("bad_metadata", f"captured_at {text!r} is not YYYY-MM-DDTHH:MM:SS.mmmZ")
     try:
         return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
@@ -194,7 +194,7 @@ class FaceMeta:
 
 
 def _int(name: str, text: str, minimum: int) -> int:
-    if not re.fullmatch(r"\d{1,12}", text.strip()):
+    if not re.fullmatch(r"[0-9]{1,12}", text):
         raise ContractError("bad_metadata", f"{name} {text!r} is not a non-negative integer")
     value = int(text)
     if value < minimum:
@@ -203,14 +203,14 @@ def _int(name: str, text: str, minimum: int) -> int:
 
 
 def _float(name: str, text: str) -> float:
-    if not re.fullmatch(r"\d{1,3}(\.\d{1,6})?", text):
+    if not re.fullmatch(r"[0-9]{1,3}(\.[0-9]{1,6})?", text):
         raise ContractError("bad_metadata", f"{name} {text!r} is not a decimal number")
     return float(text)
 
 
 def _date_path(prefix: str, device: str, moment: datetime) -> str:
     utc = moment.astimezone(UTC)
-    parts = [prefix.strip("/"), device, f"{utc:%Y}", f"{utc:%m}", f"{utc:%d}"]
+    parts = [prefix.strip("/"), device, f"{utc.year:04d}", f"{utc:%m}", f"{utc:%d}"]
     return "/".join(p for p in parts if p)
 
 

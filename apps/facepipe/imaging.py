@@ -7,6 +7,7 @@ declares a huge image (a decompression bomb) is rejected without allocating it.
 from __future__ import annotations
 
 import struct
+import zlib
 
 import cv2
 import numpy as np
@@ -30,11 +31,50 @@ def sniff(payload: bytes) -> str | None:
     return None
 
 
+PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by colour type
+ADAM7_PASSES = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
 def png_size(payload: bytes) -> tuple[int, int]:
     if len(payload) < 33 or payload[12:16] != b"IHDR":
         raise ContractError("undecodable", "PNG without an IHDR header")
     width, height = struct.unpack(">II", payload[16:24])
     return width, height
+
+
+def png_raw_bytes(width: int, height: int, bit_depth: int, colour_type: int, interlaced: bool) -> int:
+    """How many bytes the IDAT stream must inflate to: a filter byte plus packed pixels per row, per pass."""
+    bits = bit_depth * PNG_CHANNELS.get(colour_type, 4)
+
+    def rows(w: int, h: int) -> int:
+        return 0 if w == 0 or h == 0 else h * (1 + (w * bits + 7) // 8)
+
+    if not interlaced:
+        return rows(width, height)
+    return sum(rows((width - x + dx - 1) // dx, (height - y + dy - 1) // dy) for x, y, dx, dy in ADAM7_PASSES)
+
+
+def check_png_structure(payload: bytes, width: int, height: int) -> None:
+    """Walk the chunks (none may claim more bytes than the payload has) and inflate the image data with a
+    bound: decoders allocate what a chunk length says, and a zlib bomb inflates far past its image."""
+    bit_depth, colour_type, _compression, _filter, interlace = payload[24:29]
+    pos, idat = 8, []
+    while pos + 12 <= len(payload):
+        (length,) = struct.unpack(">I", payload[pos : pos + 4])
+        kind = payload[pos + 4 : pos + 8]
+        if pos + 12 + length > len(payload):
+            raise ContractError("undecodable", f"PNG chunk {kind!r} claims {length} bytes past the end of the payload")
+        if kind == b"IDAT":
+            idat.append(payload[pos + 8 : pos + 8 + length])
+        pos += 12 + length
+    expected = png_raw_bytes(width, height, bit_depth, colour_type, interlace == 1)
+    inflater = zlib.decompressobj()
+    try:
+        inflated = len(inflater.decompress(b"".join(idat), expected + 1))
+    except zlib.error as exc:
+        raise ContractError("undecodable", f"PNG image data does not inflate: {exc}") from None
+    if inflated > expected or inflater.unconsumed_tail:
+        raise ContractError("undecodable", f"PNG image data inflates past the {expected} bytes its header declares")
 
 
 def jpeg_size(payload: bytes) -> tuple[int, int]:
@@ -85,6 +125,8 @@ def validate(payload: bytes, declared: str | None, max_bytes: int, max_pixels: i
         raise ContractError("too_many_pixels", f"{width}x{height} exceeds the limit of {max_pixels} pixels")
     if not complete:
         raise ContractError("undecodable", f"truncated {kind} (no end marker)")
+    if kind == PNG:
+        check_png_structure(payload, width, height)
     image = cv2.imdecode(np.frombuffer(payload, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise ContractError("undecodable", f"{kind} does not decode")

@@ -23,9 +23,9 @@ stays under its pod's memory limit and stores the valid face sent right after. R
 packets carrying invalid UTF-8 (which paho cannot send) show that Mosquitto drops such a client
 before anything reaches the processor.
 
-Bugs found are strict xfails naming the fix; the *_BUG_OPEN flags below keep the fuzzers off
-the inputs that trigger them (those cases are redrawn, or withheld from the MQTT batch) until
-they are fixed.
+Bugs the fuzzers found (PNG chunk lengths forcing huge allocations, zlib bombs, U+FEFF wedging
+paho, temp-file collisions, ids with a trailing newline, years before 1000) each keep a
+regression test below.
 
 Profiles: "facepipe-fuzz-ci" (the default) runs 400 cases at the prepare() level and sends 300
 over MQTT; "facepipe-fuzz-full" runs 10,000 and 3,000. The full run is one command
@@ -61,7 +61,7 @@ import cv2
 import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
-from hypothesis import HealthCheck, Phase, assume, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -103,17 +103,6 @@ RUN_RSS_GROWTH_LIMIT = 50 * 1000 * 1000
 REPLAY_SAMPLE = {"ci": 200, "full": 1000}  # distinct cases cycled through by the memory replay
 # A processor pod's memory limit in charts/face-cloud (processor.resources.limits.memory: 768Mi).
 PROCESSOR_POD_MEMORY = 768 * MiB
-
-# Known bug (see test_a_png_chunk_length_cannot_force_a_huge_allocation): OpenCV allocates whatever a
-# PNG chunk's length field says. While it is open, payloads whose chunks claim more than this beyond
-# their end are not handed to prepare() by the fuzzers (each would cost up to 4 GiB and seconds): they
-# are redrawn or withheld. When that strict xfail starts passing, set this to False.
-PNG_CHUNK_LENGTH_BUG_OPEN = True
-CHUNK_OVERRUN_GUARD = 64 * MiB
-# Known bug (see test_a_u_feff_property_does_not_wedge_the_processor): paho refuses U+FEFF in a received
-# string property, which Mosquitto accepts and delivers; the receiving client disconnects and the
-# message comes back forever. While it is open, the MQTT batch withholds such cases (prepare() still gets them).
-PAHO_FEFF_BUG_OPEN = True
 
 PROFILES = {"ci": {"prepare": 400, "mqtt": 300}, "full": {"prepare": 10_000, "mqtt": 3_000}}
 settings.register_profile(
@@ -161,13 +150,6 @@ def png_chunks(payload: bytes) -> list[tuple[int, bytes, int]]:
         out.append((pos, payload[pos + 4 : pos + 8], length))
         pos += 12 + length
     return out
-
-
-def png_chunk_overrun(payload: bytes) -> int:
-    """How many bytes past the payload's end the furthest PNG chunk claims (0: none)."""
-    if not payload.startswith(imaging.PNG_SIGNATURE):
-        return 0
-    return max((pos + 12 + length - len(payload) for pos, _kind, length in png_chunks(payload)), default=0)
 
 
 @cache
@@ -630,12 +612,10 @@ def run_prepare_fuzz(profile: str, record_property: pytest.RecordProperty) -> Fu
     @settings(settings.get_profile(f"facepipe-fuzz-{profile}"), max_examples=cases)
     @given(case=fuzz_cases())
     def fuzz(case: Case) -> None:
-        # Cases hitting the open chunk-length bug are redrawn (hypothesis does not count them), so `cases` really run.
-        assume(not (PNG_CHUNK_LENGTH_BUG_OPEN and png_chunk_overrun(case.payload) > CHUNK_OVERRUN_GUARD))
         judge(case, stats, measure_peak)
 
     size = REPLAY_SAMPLE[profile]
-    sample = [c for c in collect_cases(mqtt_draws(profile)) if png_chunk_overrun(c.payload) <= CHUNK_OVERRUN_GUARD][:size]
+    sample = collect_cases(mqtt_draws(profile))[:size]
     replay_stats = FuzzStats()
     with quiet_native_stderr():
         # Warm up (imports, OpenCV's first decodes) before any baseline.
@@ -692,16 +672,6 @@ def _peak_of(call: object) -> tuple[int, object]:
     return _status_kb("VmHWM") * 1024 - before, result
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG (apps/facepipe/imaging.py): OpenCV 4.14's PNG reader resizes a buffer to each chunk's declared length "
-        "before reading it, and imaging.validate never checks chunk lengths against the payload. A ~1 KB message whose "
-        "IDAT length field says 0xFFFFFFF0 costs ~4 GiB of RSS and seconds of CPU before it is rejected as undecodable; "
-        "a processor pod (limit 768Mi) is OOM-killed and the unacknowledged message is redelivered: a crash loop. "
-        "Fix: in validate(), walk the PNG chunks and reject (undecodable) any chunk that extends past the payload."
-    ),
-)
 def test_a_png_chunk_length_cannot_force_a_huge_allocation() -> None:
     face = synthetic_face()
     pos, kind, _length = png_chunks(face)[1]
@@ -715,16 +685,6 @@ def test_a_png_chunk_length_cannot_force_a_huge_allocation() -> None:
     assert peak < 64 * MiB, f"a {len(poisoned)}-byte message made the processor touch {peak / MiB:.0f} MiB"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG (apps/facepipe/imaging.py): a PNG whose IDAT inflates far past its declared image is accepted and stored, "
-        "after libpng inflated all of it: ~7 s of CPU for a 1 MB payload that declares 16x16 pixels (1 GiB of zeros), "
-        "so ~14 s per message at the default 2 MiB limit and a few such messages stall every worker. "
-        "Fix: in validate(), inflate the IDAT stream with zlib.decompressobj().decompress(data, max_length=expected+1) "
-        "and reject (undecodable) when it yields more than the image needs ((1 + row bytes) x height; summed over the 7 passes when interlaced)."
-    ),
-)
 def test_a_png_whose_idat_inflates_past_the_image_is_rejected_cheaply() -> None:
     bomb = png_bomb(16, 16, 8, 2, 128 * MiB)
     assert len(bomb) < 200_000
@@ -738,16 +698,6 @@ def test_a_png_whose_idat_inflates_past_the_image_is_rejected_cheaply() -> None:
     assert outcome == "undecodable", f"a {len(bomb)}-byte PNG of 16x16 pixels inflating to 128 MiB was {outcome} after {cpu:.2f} s of CPU"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG (apps/facepipe/contract.py): ID_PATTERN ends in `$`, which also matches before a trailing newline, so "
-        "check_id accepts 'edge-1\\n' (topic device) and 'cam0\\n' (camera/boot): keys and file names get a newline, and "
-        "an S3 store fails every put with botocore's 'Invalid header value' (a BotoCoreError, so StoreUnavailable): the "
-        "worker retries that message forever. Mosquitto drops clients that send control characters, so it is not "
-        "reachable through it today. Fix: ID_PATTERN.fullmatch (or `\\Z`)."
-    ),
-)
 def test_ids_with_a_trailing_newline_are_rejected() -> None:
     face = synthetic_face()
     meta = FaceMeta("edge-1", "cam0", "b00f", 1, datetime(2026, 1, 2, tzinfo=UTC), 0, 0, (1, 2, 3, 4), 0.9, "test/1")
@@ -767,15 +717,6 @@ def test_ids_with_a_trailing_newline_are_rejected() -> None:
     assert outcomes == dict.fromkeys(cases, "bad_metadata")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG (apps/facepipe/contract.py): captured_at years 0001-0999 are accepted, but format_timestamp and _date_path "
-        "use strftime('%Y'), which glibc does not zero-pad: the stored metadata says '999-01-02T…' and "
-        "FaceMeta.from_storage_metadata rejects it; the key gets a 3-digit year folder. "
-        "Fix: format the year as f'{utc.year:04d}' (or reject implausible capture times)."
-    ),
-)
 def test_stored_metadata_round_trips_for_years_before_1000() -> None:
     meta = FaceMeta("edge-1", "cam0", "b00f", 1, datetime(999, 1, 2, 3, 4, 5, tzinfo=UTC), 0, 0, (1, 2, 3, 4), 0.9, "test/1")
     face = prepare(f"{BASE}/edge-1", synthetic_face(), meta.to_properties(), SETTINGS, PREFIX)
@@ -783,17 +724,6 @@ def test_stored_metadata_round_trips_for_years_before_1000() -> None:
     assert face.key.split("/")[2] == "0999"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG (apps/facepipe/storage/directory.py): _write_atomically names its temporary file "
-        "`.<name>.<pid>.tmp`, the same for every worker thread of the processor. Duplicates of one face (same "
-        "metadata, so same key: redeliveries, replays) handled by two workers at once share that file: one worker's "
-        "os.replace fails (ENOENT -> StoreUnavailable, retried after 0.5 s, counted as a store error) and the other "
-        "renames a file that is still being truncated and rewritten, so readers see a 0-byte or partial face at the "
-        "final path. Fix: a unique temporary name per write (tempfile.mkstemp(dir=path.parent) or add the thread id)."
-    ),
-)
 def test_concurrent_duplicates_of_one_face_neither_fail_nor_tear(tmp_path: Path) -> None:
     """The processor's workers (4 by default) storing duplicates of one face at the same moment."""
     from facepipe.storage.base import StoreUnavailable
@@ -912,11 +842,6 @@ class FuzzPublisher:
         self.client.loop_stop()
 
 
-def has_feff_property(case: Case) -> bool:
-    strings = [case.content_type or ""] + [text for pair in case.pairs or [] for text in pair]
-    return any("\ufeff" in text for text in strings)
-
-
 def start_processor(broker: MosquittoBroker, workdir: Path) -> ComponentProcess:
     settings = ProcessorSettings(
         common=CommonSettings(device_id="cloud"),
@@ -945,8 +870,7 @@ def run_processor_fuzz(profile: str, tmp_path: Path, broker: MosquittoBroker, re
     """Send up to PROFILES[profile]["mqtt"] cases whose topics the processor subscribes to."""
     count = PROFILES[profile]["mqtt"]
     cases = [c for c in collect_cases(mqtt_draws(profile)) if c.topic == BASE or c.topic.startswith(BASE + "/")]
-    cases = [c for c in cases if not (PNG_CHUNK_LENGTH_BUG_OPEN and png_chunk_overrun(c.payload) > CHUNK_OVERRUN_GUARD)]
-    cases = [c for c in cases if not (PAHO_FEFF_BUG_OPEN and has_feff_property(c))][:count]
+    cases = cases[:count]
     assert len(cases) >= 0.8 * count
     processor = start_processor(broker, tmp_path)
     publisher = FuzzPublisher(broker.host, broker.port)
@@ -1031,18 +955,6 @@ def test_processor_process_counts_every_fuzz_case_long(
     run_processor_fuzz("full", tmp_path, cloud_broker, record_property)
 
 
-FEFF_REASON = (
-    "BUG (paho-mqtt 2.2.0, used by apps/facepipe/mqtt.py): paho.mqtt.properties.readUTF raises MalformedPacket for "
-    "U+FEFF in any received UTF-8 string property, misreading MQTT-1.5.4-3 (which says U+FEFF must be kept, not "
-    "refused). Mosquitto accepts and delivers it, so one such message (user property, content type) makes the client "
-    "drop the connection ('Protocol error'), and with a persistent session and QoS 1 the broker redelivers it on "
-    "every reconnect: the component stops consuming for good (received stays 0, every later face is stuck behind it). "
-    "The processor is reachable by any device with credentials, the forwarder by anyone who can publish to the edge "
-    "broker (the logger reads the edge through the same paho code; not tested here). Fix: in facepipe.mqtt, replace paho.mqtt.properties.readUTF at import with a "
-    "version without the U+FEFF check (or pin a paho that has none), and keep a test like this one."
-)
-
-
 def feff_face(device: str, seq: int) -> tuple[bytes, Properties, FaceMeta]:
     meta = FaceMeta(device, "cam0", "b00f", seq, datetime.now(UTC), 0, 0, (0, 0, 96, 96), 0.9, "test/1")
     props = meta.to_properties()
@@ -1050,7 +962,6 @@ def feff_face(device: str, seq: int) -> tuple[bytes, Properties, FaceMeta]:
     return synthetic_face(), props, meta
 
 
-@pytest.mark.xfail(strict=True, reason=FEFF_REASON)
 def test_a_u_feff_property_does_not_wedge_the_processor(tmp_path: Path, cloud_broker: MosquittoBroker) -> None:
     processor = start_processor(cloud_broker, tmp_path)
     try:
@@ -1074,7 +985,6 @@ def test_a_u_feff_property_does_not_wedge_the_processor(tmp_path: Path, cloud_br
         processor.stop()
 
 
-@pytest.mark.xfail(strict=True, reason=FEFF_REASON)
 def test_a_u_feff_property_does_not_wedge_the_forwarder(tmp_path: Path, broker_factory: object) -> None:
     from facepipe.config import ForwarderSettings
 
