@@ -299,6 +299,11 @@ class RunSettings:
         False, "FACEPIPE_EXTERNAL_BROKERS", "use the LOCAL_MQTT_* / REMOTE_MQTT_* brokers instead of starting two"
     )
     remote: BrokerSettings = group("REMOTE_MQTT_", "remote", remote_broker, "cloud broker (with --external-brokers)")
+    secure_uplink: bool = setting(
+        False,
+        "FACEPIPE_SECURE_UPLINK",
+        "run's cloud broker as in production: TLS from a local CA, a password per device and for the processor, ACLs, no anonymous clients",
+    )
     mosquitto: str = setting("mosquitto", "FACEPIPE_MOSQUITTO", "mosquitto binary for the brokers run starts")
     run_dir: str = setting("", "FACEPIPE_RUN_DIR", "directory for brokers' files and component logs (empty: a temporary one)")
     drain_timeout: float = setting(

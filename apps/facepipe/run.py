@@ -12,22 +12,60 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import signal
 import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from facepipe import config
-from facepipe.brokers import MosquittoBroker
+from facepipe.brokerauth import CloudAuth, mosquitto_passwd_available
+from facepipe.brokers import BrokerSecurity, MosquittoBroker
 from facepipe.config import RunSettings
 from facepipe.observe import scrape
+from facepipe.pki import LocalPKI, openssl_available
 from facepipe.processes import ChildProcess, free_port
 
 PROGRESS_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class Uplink:
+    """How the forwarder and the processor reach the cloud broker (their own credentials each)."""
+
+    forwarder: config.BrokerSettings
+    processor: config.BrokerSettings
+
+
+def start_cloud_broker(settings: RunSettings, workdir: Path) -> tuple[MosquittoBroker, Uplink]:
+    """run's cloud broker: open on loopback, or, with --secure-uplink, TLS + passwords + ACLs as in production."""
+    if not settings.secure_uplink:
+        broker = MosquittoBroker(workdir / "cloud-broker", name="cloud-broker", binary=settings.mosquitto).start()
+        remote = replace(settings.remote, host=broker.host, port=broker.port, username="", password="", tls=False)
+        return broker, Uplink(remote, remote)
+    for missing in (openssl_available(), mosquitto_passwd_available()):
+        if missing:
+            raise FileNotFoundError(f"--secure-uplink needs it: {missing}")
+    pki = LocalPKI(workdir / "pki")
+    server = pki.server()
+    device = settings.camera.common.device_id
+    auth = CloudAuth({device: secrets.token_urlsafe(18)}, ("processor", secrets.token_urlsafe(18)), settings.remote.topic)
+    auth.write(workdir / "auth")
+    security = BrokerSecurity(
+        password_file=auth.password_file, acl_file=auth.acl_file, tls_port=free_port(),
+        ca_file=pki.ca_file, cert_file=server.cert_file, key_file=server.key_file,
+    )  # fmt: skip
+    broker = MosquittoBroker(workdir / "cloud-broker", name="cloud-broker", binary=settings.mosquitto, security=security).start()
+    assert security.tls_port is not None
+    tls = replace(settings.remote, host=broker.host, port=security.tls_port, tls=True, ca_file=str(pki.ca_file))
+    return broker, Uplink(
+        forwarder=replace(tls, username=device, password=auth.devices[device]),
+        processor=replace(tls, username=auth.processor[0], password=auth.processor[1]),
+    )
 
 
 class ComponentProcess:
@@ -93,17 +131,19 @@ class ComponentProcess:
 class Pipeline:
     """The four component processes of one run."""
 
-    def __init__(self, settings: RunSettings, workdir: Path, local: tuple[str, int], remote: config.BrokerSettings) -> None:
+    def __init__(self, settings: RunSettings, workdir: Path, local: tuple[str, int], uplink: Uplink) -> None:
         camera = settings.camera
         edge = replace(camera.broker, host=local[0], port=local[1])
         common = camera.common
         self.components = {
             "processor": ComponentProcess(
                 "processor",
-                config.ProcessorSettings(common=replace(common, device_id="cloud"), broker=remote, storage=settings.storage),
+                config.ProcessorSettings(common=replace(common, device_id="cloud"), broker=uplink.processor, storage=settings.storage),
                 workdir,
             ),
-            "forwarder": ComponentProcess("forwarder", config.ForwarderSettings(common=common, local=edge, remote=remote), workdir),
+            "forwarder": ComponentProcess(
+                "forwarder", config.ForwarderSettings(common=common, local=edge, remote=uplink.forwarder), workdir
+            ),
             "logger": ComponentProcess("logger", config.LoggerSettings(common=common, broker=edge), workdir),
             "camera": ComponentProcess("camera", replace(camera, broker=edge), workdir),
         }
@@ -163,15 +203,15 @@ def run_pipeline(settings: RunSettings, log: logging.Logger) -> int:
     try:
         if settings.external_brokers:
             local = (settings.camera.broker.host, settings.camera.broker.port)
-            remote = settings.remote
+            uplink = Uplink(settings.remote, settings.remote)
         else:
             edge_broker = MosquittoBroker(workdir / "edge-broker", name="edge-broker", binary=settings.mosquitto).start()
-            cloud_broker = MosquittoBroker(workdir / "cloud-broker", name="cloud-broker", binary=settings.mosquitto).start()
-            brokers += [edge_broker, cloud_broker]
+            brokers.append(edge_broker)
+            cloud_broker, uplink = start_cloud_broker(settings, workdir)
+            brokers.append(cloud_broker)
             local = (edge_broker.host, edge_broker.port)
-            remote = replace(settings.remote, host=cloud_broker.host, port=cloud_broker.port, username="", password="", tls=False)
-        log.info("run.brokers", extra={"edge": f"{local[0]}:{local[1]}", "cloud": f"{remote.host}:{remote.port}", "workdir": str(workdir)})
-        pipeline = Pipeline(settings, workdir, local, remote)
+        log.info("run.brokers", extra={"edge": f"{local[0]}:{local[1]}", "cloud": uplink.forwarder.address, "workdir": str(workdir)})
+        pipeline = Pipeline(settings, workdir, local, uplink)
         for name in ("processor", "forwarder", "logger"):
             pipeline[name].start()
         for name in ("processor", "forwarder", "logger"):

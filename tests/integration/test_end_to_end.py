@@ -90,3 +90,30 @@ def test_video_to_s3(tmp_path: Path, test_video: Path, model_dir: Path, expected
         assert got["ContentType"] == "image/png"
         objects[key] = (got["Body"].read(), got["Metadata"])
     check_objects(objects, "faces", expected_faces)
+
+
+def test_secure_uplink_run(tmp_path: Path, shared_data: Path, model_dir: Path) -> None:
+    """`facepipe run --secure-uplink`: the device→cloud hop as in production (TLS, per-device password, ACL)."""
+    argv = [
+        sys.executable,
+        "-m",
+        "facepipe",
+        "run",
+        "--source",
+        str(shared_data / "images" / "skimage"),
+        "--store",
+        f"file://{tmp_path / 'faces'}",
+    ]
+    argv += ["--model-dir", str(model_dir), "--run-dir", str(tmp_path / "run"), "--device-id", "edge-secure", "--secure-uplink", "true"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["published"] == summary["stored"] >= 1 and summary["lost"] == 0
+    conf = (tmp_path / "run" / "cloud-broker" / "mosquitto.conf").read_text()
+    assert "allow_anonymous false" in conf and "password_file" in conf and "acl_file" in conf and "certfile" in conf
+    assert "user edge-secure\ntopic write cam_bin_remote/edge-secure" in (tmp_path / "run" / "auth" / "acl").read_text()
+    for component in ("forwarder", "processor"):
+        connected = [
+            json.loads(line) for line in (tmp_path / "run" / f"{component}.log").read_text().splitlines() if '"mqtt.connected"' in line
+        ]
+        assert any(event["address"].startswith("mqtts://") for event in connected if event["broker"] == "cloud")

@@ -3,7 +3,7 @@
 The cloud broker here is configured as the charts configure it: anonymous clients refused, one
 user per device allowed to publish only `cam_bin_remote/<its user name>`, a processor user
 allowed only to read `cam_bin_remote/#`, and a TLS listener with a certificate from a throwaway
-CA (tests/support/certs.py). The processor and the forwarder run as real `facepipe` processes
+CA (facepipe.pki). The processor and the forwarder run as real `facepipe` processes
 connecting over TLS with their own credentials.
 """
 
@@ -23,14 +23,14 @@ import pytest
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from facepipe.brokerauth import CloudAuth, mosquitto_passwd_available
 from facepipe.brokers import BrokerSecurity, MosquittoBroker
 from facepipe.config import BrokerSettings, CommonSettings, ForwarderSettings, ProcessorSettings, StoreSettings
 from facepipe.contract import FaceMeta
+from facepipe.pki import LocalPKI, openssl_available
 from facepipe.probe import synthetic_face
 from facepipe.processes import free_port
 from facepipe.run import ComponentProcess
-from tests.support.acl import CloudAuth, mosquitto_passwd_available
-from tests.support.certs import TestPKI, openssl_available
 from tests.support.mqtt import TestClient, wait_until
 
 BASE = "cam_bin_remote"
@@ -131,14 +131,14 @@ def _tools() -> None:
 
 
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
-    return TestPKI(tmp_path_factory.mktemp("pki"))
+def pki(tmp_path_factory: pytest.TempPathFactory) -> LocalPKI:
+    return LocalPKI(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture(scope="module")
-def foreign_pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
+def foreign_pki(tmp_path_factory: pytest.TempPathFactory) -> LocalPKI:
     """Another CA, which the broker does not use and does not trust."""
-    return TestPKI(tmp_path_factory.mktemp("foreign-pki"), name="someone else's CA")
+    return LocalPKI(tmp_path_factory.mktemp("foreign-pki"), name="someone else's CA")
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +146,7 @@ def auth(tmp_path_factory: pytest.TempPathFactory) -> CloudAuth:
     return CloudAuth(dict(DEVICES), PROCESSOR, BASE).write(tmp_path_factory.mktemp("auth"))
 
 
-def start_secure_broker(workdir: Path, pki: TestPKI, auth: CloudAuth, require_client_certificate: bool = False) -> MosquittoBroker:
+def start_secure_broker(workdir: Path, pki: LocalPKI, auth: CloudAuth, require_client_certificate: bool = False) -> MosquittoBroker:
     server = pki.server()
     security = BrokerSecurity(
         password_file=auth.password_file, acl_file=auth.acl_file, tls_port=free_port(),
@@ -160,7 +160,7 @@ def start_secure_broker(workdir: Path, pki: TestPKI, auth: CloudAuth, require_cl
 
 
 @pytest.fixture(scope="module")
-def cloud(tmp_path_factory: pytest.TempPathFactory, pki: TestPKI, auth: CloudAuth) -> Iterator[MosquittoBroker]:
+def cloud(tmp_path_factory: pytest.TempPathFactory, pki: LocalPKI, auth: CloudAuth) -> Iterator[MosquittoBroker]:
     """One secured cloud broker for the module: plain listener + TLS listener, password file, ACL."""
     broker = start_secure_broker(tmp_path_factory.mktemp("cloud-broker"), pki, auth)
     yield broker
@@ -172,7 +172,7 @@ def tls_port(broker: MosquittoBroker) -> int:
     return broker.security.tls_port
 
 
-def remote_settings(broker: MosquittoBroker, pki: TestPKI, user: tuple[str, str], client_id: str = "") -> BrokerSettings:
+def remote_settings(broker: MosquittoBroker, pki: LocalPKI, user: tuple[str, str], client_id: str = "") -> BrokerSettings:
     return BrokerSettings(
         host=broker.host, port=tls_port(broker), topic=BASE, username=user[0], password=user[1],
         tls=True, ca_file=str(pki.ca_file), client_id=client_id,
@@ -196,7 +196,7 @@ def stored_files(workdir: Path) -> list[Path]:
 # --- authentication ---
 
 
-def test_anonymous_clients_are_refused_on_both_listeners(cloud: MosquittoBroker, pki: TestPKI) -> None:
+def test_anonymous_clients_are_refused_on_both_listeners(cloud: MosquittoBroker, pki: LocalPKI) -> None:
     plain = attempt_connect(cloud.host, cloud.port)
     over_tls = attempt_connect(cloud.host, tls_port(cloud), ca_file=str(pki.ca_file))
     for attempt in (plain, over_tls):
@@ -206,7 +206,7 @@ def test_anonymous_clients_are_refused_on_both_listeners(cloud: MosquittoBroker,
     assert "disconnected, not authorised" in log
 
 
-def test_wrong_passwords_and_unknown_users_are_refused(cloud: MosquittoBroker, pki: TestPKI) -> None:
+def test_wrong_passwords_and_unknown_users_are_refused(cloud: MosquittoBroker, pki: LocalPKI) -> None:
     cases = {
         "wrong password": ("edge-a", "not-the-password"),
         "another device's password": ("edge-a", DEVICES["edge-b"]),
@@ -227,7 +227,7 @@ def test_wrong_passwords_and_unknown_users_are_refused(cloud: MosquittoBroker, p
 # --- TLS ---
 
 
-def test_a_client_trusting_another_ca_fails_the_tls_handshake(cloud: MosquittoBroker, pki: TestPKI, foreign_pki: TestPKI) -> None:
+def test_a_client_trusting_another_ca_fails_the_tls_handshake(cloud: MosquittoBroker, pki: LocalPKI, foreign_pki: LocalPKI) -> None:
     user, password = "edge-a", DEVICES["edge-a"]
     wrong_ca = attempt_connect(cloud.host, tls_port(cloud), username=user, password=password, ca_file=str(foreign_pki.ca_file))
     assert isinstance(wrong_ca.error, ssl.SSLCertVerificationError), wrong_ca
@@ -245,7 +245,7 @@ def test_a_client_trusting_another_ca_fails_the_tls_handshake(cloud: MosquittoBr
     assert attempt_connect(cloud.host, tls_port(cloud), username=user, password=password, ca_file=str(pki.ca_file)).accepted
 
 
-def test_a_processor_trusting_another_ca_never_connects(tmp_path: Path, cloud: MosquittoBroker, pki: TestPKI, foreign_pki: TestPKI) -> None:
+def test_a_processor_trusting_another_ca_never_connects(tmp_path: Path, cloud: MosquittoBroker, pki: LocalPKI, foreign_pki: LocalPKI) -> None:
     settings = replace(remote_settings(cloud, pki, PROCESSOR, client_id="processor-wrong-ca"), ca_file=str(foreign_pki.ca_file))
     processor = start_processor(tmp_path, settings, wait=False)
     try:
@@ -260,7 +260,7 @@ def test_a_processor_trusting_another_ca_never_connects(tmp_path: Path, cloud: M
 
 
 def test_mutual_tls_refuses_clients_without_a_certificate_from_the_ca(
-    tmp_path: Path, pki: TestPKI, foreign_pki: TestPKI, auth: CloudAuth
+    tmp_path: Path, pki: LocalPKI, foreign_pki: LocalPKI, auth: CloudAuth
 ) -> None:
     broker = start_secure_broker(tmp_path / "mtls-broker", pki, auth, require_client_certificate=True)
     try:
@@ -294,7 +294,7 @@ def test_mutual_tls_refuses_clients_without_a_certificate_from_the_ca(
 # --- authorisation (ACL) ---
 
 
-def test_devices_may_only_publish_their_own_topic_and_cannot_read(cloud: MosquittoBroker, pki: TestPKI) -> None:
+def test_devices_may_only_publish_their_own_topic_and_cannot_read(cloud: MosquittoBroker, pki: LocalPKI) -> None:
     """Per-device identity: edge-a cannot publish for edge-b, cannot read anyone's faces; the processor cannot publish."""
     face = synthetic_face()
     eavesdropper = TestClient(cloud.host, tls_port(cloud), username="edge-b", password=DEVICES["edge-b"], ca_file=str(pki.ca_file))
@@ -326,7 +326,7 @@ def test_devices_may_only_publish_their_own_topic_and_cannot_read(cloud: Mosquit
 
 
 def test_a_device_publishing_under_another_devices_topic_does_not_reach_the_processor(
-    tmp_path: Path, cloud: MosquittoBroker, pki: TestPKI
+    tmp_path: Path, cloud: MosquittoBroker, pki: LocalPKI
 ) -> None:
     processor = start_processor(tmp_path, remote_settings(cloud, pki, PROCESSOR, client_id="processor-acl"))
     device_a = Publisher(cloud.host, tls_port(cloud), "edge-a", DEVICES["edge-a"], pki.ca_file)
@@ -356,7 +356,7 @@ def test_a_device_publishing_under_another_devices_topic_does_not_reach_the_proc
 
 
 def test_forwarder_over_tls_with_device_credentials_delivers_and_impersonation_is_refused(
-    tmp_path: Path, cloud: MosquittoBroker, pki: TestPKI, edge_broker: MosquittoBroker
+    tmp_path: Path, cloud: MosquittoBroker, pki: LocalPKI, edge_broker: MosquittoBroker
 ) -> None:
     """Edge → forwarder (TLS, edge-a's credentials) → cloud → processor (TLS): the face is stored.
 

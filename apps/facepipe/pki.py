@@ -1,9 +1,11 @@
-"""Throwaway test PKI made with the `openssl` CLI: a CA, a server certificate and client certificates.
+"""A throwaway local PKI made with the `openssl` CLI: a CA, a server certificate and client certificates.
+
+For `facepipe run --secure-uplink` and the tests; production certificates come from Kubernetes Secrets.
 
 Keys are EC P-256 (fast to make); certificates are valid for two days. The server certificate
 names 127.0.0.1 and localhost, so clients connecting to the loopback address verify the host.
 
-    pki = TestPKI(tmp_path / "pki")          # makes the CA
+    pki = LocalPKI(tmp_path / "pki")          # makes the CA
     server = pki.server()                    # Issued(cert, key) for 127.0.0.1 / localhost
     client = pki.client("edge-a")            # Issued(cert, key) with CN=edge-a, clientAuth
     pki.ca_file                              # what clients and the broker trust
@@ -21,7 +23,7 @@ EC_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
 
 
 def openssl_available() -> str | None:
-    """None when the openssl CLI is on PATH, else the reason a test should skip."""
+    """None when the openssl CLI is on PATH, else what to install."""
     return None if shutil.which("openssl") else "openssl CLI not found: apt-get install openssl"
 
 
@@ -39,19 +41,17 @@ class Issued:
     key_file: Path
 
 
-class TestPKI:
+class LocalPKI:
     """One CA in `workdir` that issues server and client certificates on demand."""
 
-    __test__ = False  # not a pytest class
-
-    def __init__(self, workdir: Path, name: str = "facepipe test CA") -> None:
+    def __init__(self, workdir: Path, name: str = "facepipe local CA") -> None:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.ca_file = workdir / "ca.crt"
         self.ca_key = workdir / "ca.key"
         _openssl(
             "req", "-x509", *EC_KEY, "-keyout", str(self.ca_key), "-out", str(self.ca_file), "-days", str(DAYS),
-            "-subj", f"/O=facepipe tests/CN={name}",
+            "-subj", f"/O=facepipe/CN={name}",
             "-addext", "basicConstraints=critical,CA:TRUE",
             "-addext", "keyUsage=critical,keyCertSign,cRLSign",
             "-addext", "subjectKeyIdentifier=hash",
@@ -72,9 +72,7 @@ class TestPKI:
             )
             + "\n"
         )
-        _openssl(
-            "req", "-new", *EC_KEY, "-keyout", str(key), "-out", str(csr), "-subj", f"/O=facepipe tests/CN={common_name}", cwd=self.workdir
-        )
+        _openssl("req", "-new", *EC_KEY, "-keyout", str(key), "-out", str(csr), "-subj", f"/O=facepipe/CN={common_name}", cwd=self.workdir)
         _openssl(
             "x509", "-req", "-in", str(csr), "-CA", str(self.ca_file), "-CAkey", str(self.ca_key), "-CAcreateserial",
             "-out", str(cert), "-days", str(DAYS), "-sha256", "-extfile", str(ext),

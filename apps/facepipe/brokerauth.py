@@ -20,7 +20,7 @@ def mosquitto_passwd_binary() -> str | None:
 
 
 def mosquitto_passwd_available() -> str | None:
-    """None when mosquitto_passwd exists, else the reason a test should skip."""
+    """None when mosquitto_passwd exists, else what to install."""
     return None if mosquitto_passwd_binary() else "mosquitto_passwd not found: apt-get install mosquitto"
 
 
