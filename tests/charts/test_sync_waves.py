@@ -16,70 +16,10 @@ import yaml
 
 from tests.support import helm as h
 
-WAVE = "argocd.argoproj.io/sync-wave"
+WAVE = h.SYNC_WAVE
+WAVES = h.SYNC_WAVES
 SYNC_OPTIONS = "argocd.argoproj.io/sync-options"
 
-# Wave of each template; "0": no annotation. Every template of a chart is listed, so a new one
-# needs a decision here.
-WAVES: dict[str, dict[str, str]] = {
-    "face-edge": {
-        **dict.fromkeys(
-            [
-                "serviceaccount.yaml",
-                "broker-configmap.yaml",
-                "broker-secret.yaml",
-                "broker-pvc.yaml",
-                "broker-service.yaml",
-                "broker-deployment.yaml",
-                "broker-networkpolicy.yaml",
-                "apps-networkpolicy.yaml",
-            ],
-            "-1",
-        ),
-        **dict.fromkeys(
-            [
-                "logger-deployment.yaml",
-                "logger-service.yaml",
-                "forwarder-deployment.yaml",
-                "forwarder-service.yaml",
-                "forwarder-pvc.yaml",
-                "uplink-secret.yaml",
-                "uplink-ca-secret.yaml",
-            ],
-            "0",
-        ),
-        "camera-deployment.yaml": "1",
-        "camera-service.yaml": "1",
-    },
-    "face-cloud": {
-        **dict.fromkeys(
-            [
-                "serviceaccount.yaml",
-                "broker-configmap.yaml",
-                "broker-users-secret.yaml",
-                "broker-tls-secret.yaml",
-                "broker-pvc.yaml",
-                "broker-service.yaml",
-                "broker-deployment.yaml",
-                "broker-networkpolicy.yaml",
-                "processor-networkpolicy.yaml",
-            ],
-            "-1",
-        ),
-        **dict.fromkeys(
-            [
-                "broker-service-external.yaml",
-                "processor-statefulset.yaml",
-                "processor-service.yaml",
-                "processor-faces-pvc.yaml",
-                "processor-s3-secret.yaml",
-                "processor-hpa.yaml",
-                "processor-pdb.yaml",
-            ],
-            "0",
-        ),
-    },
-}
 # Templates that render no object Argo CD syncs: the values check, and the helm test hooks.
 NOT_SYNCED = {"validate.yaml"}
 

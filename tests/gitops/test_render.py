@@ -28,7 +28,7 @@ PROJECTS = {m.name: m.doc for m in MANIFESTS if m.kind == "AppProject"}
 GENERATED = argo.generate(APPSET)
 APPS = {g.name: g.app for g in GENERATED} | {"face-cloud": CLOUD_APP}
 EDGE_COMMON = yaml.safe_load((argo.ARGOCD / "values" / "edge-common.yaml").read_text())
-WAVE = "argocd.argoproj.io/sync-wave"
+WAVE = h.SYNC_WAVE
 
 _renders: dict[tuple[str, str], list[dict[str, Any]]] = {}
 
@@ -177,53 +177,18 @@ def wave_problems(docs: Sequence[Mapping[str, Any]], clients: Sequence[str]) -> 
 
 CLIENTS = {"face-edge": ("forwarder", "logger", "camera"), "face-cloud": ("processor",)}
 
-# The sync waves argocd/README.md asks the charts for ("Sync waves"), by template; others stay 0.
-RECOMMENDED_WAVES = {
-    "face-edge": {
-        **dict.fromkeys(
-            [
-                "serviceaccount.yaml",
-                "broker-configmap.yaml",
-                "broker-secret.yaml",
-                "broker-pvc.yaml",
-                "broker-service.yaml",
-                "broker-deployment.yaml",
-                "broker-networkpolicy.yaml",
-                "apps-networkpolicy.yaml",
-            ],
-            -1,
-        ),
-        "camera-deployment.yaml": 1,
-        "camera-service.yaml": 1,
-    },
-    "face-cloud": dict.fromkeys(
-        [
-            "serviceaccount.yaml",
-            "broker-configmap.yaml",
-            "broker-users-secret.yaml",
-            "broker-tls-secret.yaml",
-            "broker-pvc.yaml",
-            "broker-service.yaml",
-            "broker-deployment.yaml",
-            "broker-networkpolicy.yaml",
-            "processor-networkpolicy.yaml",
-        ],
-        -1,
-    ),
-}
-
 
 def chart_of(app_name: str) -> str:
     return "face-cloud" if app_name == "face-cloud" else "face-edge"
 
 
-def with_waves(docs: Sequence[Mapping[str, Any]], waves: Mapping[str, int]) -> list[dict[str, Any]]:
+def with_waves(docs: Sequence[Mapping[str, Any]], waves: Mapping[str, str]) -> list[dict[str, Any]]:
     out = []
     for doc in docs:
         doc = copy.deepcopy(dict(doc))
         template = doc["_source"].rpartition("/templates/")[2]
         if template in waves:
-            doc["metadata"].setdefault("annotations", {})[WAVE] = str(waves[template])
+            doc["metadata"].setdefault("annotations", {})[WAVE] = waves[template]
         out.append(doc)
     return out
 
@@ -236,14 +201,15 @@ def test_charts_sync_waves_start_brokers_before_clients(helm: h.Helm, app_name: 
 
 
 def test_recommended_waves_are_sound(helm: h.Helm) -> None:
-    """The waves the README asks the charts for satisfy the checks above on every rendered app
-    (all devices, the cloud), and the checks do catch a PVC or a client in the wrong wave."""
+    """The waves the README asks the charts for (h.SYNC_WAVES, the table tests/charts/test_sync_waves.py
+    holds the charts to) satisfy the checks above on every rendered app (all devices, the cloud),
+    and the checks do catch a PVC or a client in the wrong wave."""
     for app_name in APPS:
         chart = chart_of(app_name)
         docs = [d for d in rendered(helm, app_name) if not is_test_hook(d)]
-        assert not wave_problems(with_waves(docs, RECOMMENDED_WAVES[chart]), CLIENTS[chart]), app_name
-        bad = with_waves(docs, {**RECOMMENDED_WAVES[chart], "broker-pvc.yaml": -2})
+        assert not wave_problems(with_waves(docs, h.SYNC_WAVES[chart]), CLIENTS[chart]), app_name
+        bad = with_waves(docs, {**h.SYNC_WAVES[chart], "broker-pvc.yaml": "-2"})
         assert any("same wave" in p for p in wave_problems(bad, CLIENTS[chart])), app_name
     docs = [d for d in rendered(helm, GENERATED[0].name) if not is_test_hook(d)]
-    early_camera = with_waves(docs, {**RECOMMENDED_WAVES["face-edge"], "camera-deployment.yaml": -1})
+    early_camera = with_waves(docs, {**h.SYNC_WAVES["face-edge"], "camera-deployment.yaml": "-1"})
     assert any("camera" in p for p in wave_problems(early_camera, CLIENTS["face-edge"]))

@@ -336,6 +336,72 @@ def spool_max_bytes(spool: Mapping[str, Any]) -> int:
     return int(quantity_bytes(spool["size"]) * 0.9) - SPOOL_SEGMENT_BYTES
 
 
+# --- Argo CD sync waves ----------------------------------------------------------------------------------
+
+SYNC_WAVE = "argocd.argoproj.io/sync-wave"
+# The Argo CD sync wave of each template (argocd/README.md, "Sync waves"); "0": no annotation.
+# Every template of a chart is listed, so a new one needs a decision here (tests/charts/test_sync_waves.py).
+SYNC_WAVES: dict[str, dict[str, str]] = {
+    "face-edge": {
+        **dict.fromkeys(
+            [
+                "serviceaccount.yaml",
+                "broker-configmap.yaml",
+                "broker-secret.yaml",
+                "broker-pvc.yaml",
+                "broker-service.yaml",
+                "broker-deployment.yaml",
+                "broker-networkpolicy.yaml",
+                "apps-networkpolicy.yaml",
+            ],
+            "-1",
+        ),
+        **dict.fromkeys(
+            [
+                "logger-deployment.yaml",
+                "logger-service.yaml",
+                "forwarder-deployment.yaml",
+                "forwarder-service.yaml",
+                "forwarder-pvc.yaml",
+                "uplink-secret.yaml",
+                "uplink-ca-secret.yaml",
+            ],
+            "0",
+        ),
+        "camera-deployment.yaml": "1",
+        "camera-service.yaml": "1",
+    },
+    "face-cloud": {
+        **dict.fromkeys(
+            [
+                "serviceaccount.yaml",
+                "broker-configmap.yaml",
+                "broker-users-secret.yaml",
+                "broker-tls-secret.yaml",
+                "broker-pvc.yaml",
+                "broker-service.yaml",
+                "broker-deployment.yaml",
+                "broker-networkpolicy.yaml",
+                "processor-networkpolicy.yaml",
+            ],
+            "-1",
+        ),
+        **dict.fromkeys(
+            [
+                "broker-service-external.yaml",
+                "processor-statefulset.yaml",
+                "processor-service.yaml",
+                "processor-faces-pvc.yaml",
+                "processor-s3-secret.yaml",
+                "processor-hpa.yaml",
+                "processor-pdb.yaml",
+            ],
+            "0",
+        ),
+    },
+}
+
+
 # --- Kubernetes schema and typed objects --------------------------------------------------------------
 
 
