@@ -27,29 +27,12 @@ from tests.support import helm as h
 APP_IMAGE = "facepipe/facepipe"
 CASES = [(chart, profile) for chart in h.CHART_NAMES for profile in h.profile_ids(chart)]
 
-# Read by something other than facepipe.config: boto3's credential chain.
-READ_ELSEWHERE = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
-
-SETTINGS = {
-    "camera": "CameraSettings",
-    "logger": "LoggerSettings",
-    "forwarder": "ForwarderSettings",
-    "processor": "ProcessorSettings",
-    "probe": "ProbeSettings",
-}
-
 
 def facepipe_command() -> list[str]:
     exe = shutil.which("facepipe") or str(Path(sys.executable).with_name("facepipe"))
     if Path(exe).is_file():
         return [exe]
     return [sys.executable, "-m", "facepipe"]
-
-
-def environment_names(component: str) -> set[str]:
-    from facepipe import config
-
-    return set(config.environment_names(getattr(config, SETTINGS[component])))
 
 
 def app_containers(docs: list[dict[str, Any]]) -> list[tuple[str, Mapping[str, Any]]]:
@@ -77,14 +60,6 @@ def _check_config(args: tuple[str, ...], rendered: tuple[tuple[str, str], ...]) 
     )  # fmt: skip
 
 
-def same(rendered: str, effective: Any) -> bool:
-    if isinstance(effective, bool):
-        return rendered.strip().lower() in (("1", "true", "yes", "on") if effective else ("0", "false", "no", "off", ""))
-    if isinstance(effective, (int, float)):
-        return float(rendered) == float(effective)
-    return rendered == str(effective)
-
-
 @pytest.mark.parametrize(("chart", "profile"), CASES, ids=[f"{c}:{p}" for c, p in CASES])
 def test_apps_accept_the_rendered_configuration(helm: h.Helm, render_cache: h.RenderCache, chart: str, profile: str) -> None:
     pytest.importorskip("facepipe.cli", reason="the facepipe CLI is not installed in this environment")
@@ -102,18 +77,7 @@ def test_apps_accept_the_rendered_configuration(helm: h.Helm, render_cache: h.Re
             continue
         report = json.loads(result.stdout)
         assert report["valid"] is True and report["component"] == component
-        effective = report["config"]
-        known = environment_names(component)
-        for item in container.get("env", []):
-            name = item["name"]
-            if name in READ_ELSEWHERE:
-                continue
-            if name not in known:
-                problems.append(f"{where}: sets {name}, which `facepipe {component}` does not read")
-                continue
-            shown = effective.get(name, "***")
-            if "value" in item and shown != "***" and not same(str(item["value"]), shown):
-                problems.append(f"{where}: {name}={item['value']!r} but the app reads {effective[name]!r}")
+        problems += [f"{where}: {problem}" for problem in h.check_config_problems(container, report["config"])]
     assert not problems, "\n".join(problems)
 
 
@@ -123,7 +87,7 @@ def test_every_component_is_covered(helm: h.Helm, render_cache: h.RenderCache) -
     for chart, profile in CASES:
         for _, c in app_containers(render_cache.get(helm, chart, profile)):
             seen.add(c["args"][0])
-    assert seen == set(SETTINGS)
+    assert seen == set(h.COMPONENT_SETTINGS)
 
 
 def test_the_check_catches_a_bad_value() -> None:

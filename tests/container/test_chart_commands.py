@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-from facepipe import config
 from tests.support import helm as h
 from tests.support import podman as support
 
@@ -25,15 +24,6 @@ pytestmark = pytest.mark.container
 
 APP_REPOSITORY = "facepipe/facepipe"
 CASES = [(chart, profile) for chart in h.CHART_NAMES for profile in h.profile_ids(chart)]
-# Read by boto3's credential chain, not by facepipe.config.
-NOT_SHOWN = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
-SETTINGS = {
-    "camera": config.CameraSettings,
-    "logger": config.LoggerSettings,
-    "forwarder": config.ForwarderSettings,
-    "processor": config.ProcessorSettings,
-    "probe": config.ProbeSettings,
-}
 
 
 @pytest.fixture(scope="module")
@@ -53,14 +43,6 @@ def app_containers(docs: list[dict[str, Any]]) -> list[tuple[str, Mapping[str, A
             if APP_REPOSITORY in c["image"]:
                 found.append((f"{doc['kind']}/{doc['metadata']['name']}/{c['name']}", h.pod_spec(doc), c))
     return found
-
-
-def same(rendered: str, effective: Any) -> bool:
-    if isinstance(effective, bool):
-        return rendered.strip().lower() in (("1", "true", "yes", "on") if effective else ("0", "false", "no", "off", ""))
-    if isinstance(effective, int | float):
-        return float(rendered) == float(effective)
-    return rendered == str(effective)
 
 
 def check_in_image(podman: support.Podman, image: str, pod: Mapping[str, Any], container: Mapping[str, Any]) -> list[str]:
@@ -90,17 +72,7 @@ def check_in_image(podman: support.Podman, image: str, pod: Mapping[str, Any], c
     if report.get("valid") is not True or report.get("component") != args[0]:
         problems.append(f"unexpected report header: {report.get('component')!r} valid={report.get('valid')!r}")
     effective = report["config"]
-    known = set(config.environment_names(SETTINGS[args[0]]))
-    for item in container.get("env", []):
-        name = item["name"]
-        if name in NOT_SHOWN:
-            continue
-        if name not in known:
-            problems.append(f"sets {name}, which `facepipe {args[0]}` does not read")
-            continue
-        shown = effective.get(name, "***")  # an alias (AWS_DEFAULT_REGION) shows under its first name
-        if "value" in item and shown != "***" and not same(str(item["value"]), shown):
-            problems.append(f"{name}={item['value']!r} but the app in the image reads {shown!r}")
+    problems += h.check_config_problems(container, effective, reader="the app in the image")
     if args[0] == "camera" and "FACEPIPE_MODEL_DIR" not in env:
         if effective.get("FACEPIPE_MODEL_DIR") != "/opt/facepipe/models":
             problems.append(f"the camera's model dir is {effective.get('FACEPIPE_MODEL_DIR')!r}, not the image's /opt/facepipe/models")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
-
 from tests.kube import live
 from tests.support import helm as h
 
@@ -168,14 +166,4 @@ def templates(release: live.Release) -> dict[str, dict[str, Any]]:
 
 def effective(release: live.Release, *sets: str) -> dict[str, Any]:
     """The profile's effective values with extra --set a.b=c strings merged over them."""
-    values = h.effective_values(release.chart, release.profile)
-    for item in sets:
-        dotted, raw = item.split("=", 1)
-        override: dict[str, Any] = {}
-        node = override
-        *parents, last = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = yaml.safe_load(raw)
-        values = h.deep_merge(values, override)
-    return values
+    return h.merge_sets(h.effective_values(release.chart, release.profile), sets)

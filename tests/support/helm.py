@@ -199,6 +199,12 @@ def effective_values(chart: str, profile: str) -> dict[str, Any]:
     files, sets = profile_args(chart, profile)
     for f in files:
         values = deep_merge(values, yaml.safe_load(Path(f).read_text()) or {})
+    return merge_sets(values, sets)
+
+
+def merge_sets(values: Mapping[str, Any], sets: Iterable[str]) -> dict[str, Any]:
+    """`values` with --set a.b=c strings merged over them, as helm does."""
+    out = dict(values)
     for item in sets:
         dotted, raw = item.split("=", 1)
         override: dict[str, Any] = {}
@@ -207,8 +213,8 @@ def effective_values(chart: str, profile: str) -> dict[str, Any]:
         for part in parents:
             node = node.setdefault(part, {})
         node[last] = yaml.safe_load(raw)
-        values = deep_merge(values, override)
-    return values
+        out = deep_merge(out, override)
+    return out
 
 
 def all_cases() -> list[tuple[str, str]]:
@@ -334,6 +340,56 @@ def spool_max_bytes(spool: Mapping[str, Any]) -> int:
     if spool["maxBytes"]:
         return int(spool["maxBytes"])
     return int(quantity_bytes(spool["size"]) * 0.9) - SPOOL_SEGMENT_BYTES
+
+
+# --- the apps' view of a rendered container's env (facepipe <component> --check-config) --------------
+
+# Read by something other than facepipe.config (boto3's credential chain): not in the report.
+READ_ELSEWHERE = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"})
+# The facepipe.config settings class of each component the charts run.
+COMPONENT_SETTINGS = {
+    "camera": "CameraSettings",
+    "logger": "LoggerSettings",
+    "forwarder": "ForwarderSettings",
+    "processor": "ProcessorSettings",
+    "probe": "ProbeSettings",
+}
+
+
+def environment_names(component: str) -> set[str]:
+    """The environment variables `facepipe <component>` reads (imports facepipe: call it in a test)."""
+    from facepipe import config
+
+    return set(config.environment_names(getattr(config, COMPONENT_SETTINGS[component])))
+
+
+def same_setting(rendered: str, effective: Any) -> bool:
+    """Whether the app's effective value is the one the chart rendered (as an env string)."""
+    if isinstance(effective, bool):
+        return rendered.strip().lower() in (("1", "true", "yes", "on") if effective else ("0", "false", "no", "off", ""))
+    if isinstance(effective, int | float):
+        return float(rendered) == float(effective)
+    return rendered == str(effective)
+
+
+def check_config_problems(container: Mapping[str, Any], effective: Mapping[str, Any], reader: str = "the app") -> list[str]:
+    """A rendered container's env against the effective configuration `facepipe <its args>
+    --check-config` printed (the report's "config"): every variable set is one the component reads,
+    and a `value` it shows (secrets show as ***) is the value it reads."""
+    component = container["args"][0]
+    known = environment_names(component)
+    problems = []
+    for item in container.get("env", []):
+        name = item["name"]
+        if name in READ_ELSEWHERE:
+            continue
+        if name not in known:
+            problems.append(f"sets {name}, which `facepipe {component}` does not read")
+            continue
+        shown = effective.get(name, "***")  # an alias (AWS_DEFAULT_REGION) shows under its first name
+        if "value" in item and shown != "***" and not same_setting(str(item["value"]), shown):
+            problems.append(f"{name}={item['value']!r} but {reader} reads {shown!r}")
+    return problems
 
 
 # --- Argo CD sync waves ----------------------------------------------------------------------------------
