@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ import pytest
 from facepipe.contract import FaceMeta
 from facepipe.processes import free_port, port_open
 from tests.support import podman as support
+from tests.support.mqtt import wait_until
 
 pytestmark = pytest.mark.container
 
@@ -42,15 +42,6 @@ def writable_by_app(path: Path) -> Path:
 def locked_down() -> list[str]:
     uid = support.APP_UID
     return ["--read-only", "--tmpfs", "/tmp:rw,mode=1777,size=64m", "--user", f"{uid}:{uid}", "--cap-drop", "ALL"]
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.25) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def stored_faces(root: Path) -> dict[Path, dict[str, str]]:
@@ -103,7 +94,7 @@ def test_pipeline_in_containers(
     for role, port in (("edge-broker", edge_port), ("cloud-broker", cloud_port)):
         broker = support.start_mosquitto(podman, tmp_path / role, role, port, mosquitto_image)
         containers.append(broker)
-        wait_for(lambda port=port: port_open("127.0.0.1", port), 30, f"{role} on 127.0.0.1:{port}", 0.05)
+        wait_until(lambda port=port: port_open("127.0.0.1", port), 30, interval=0.05, what=f"{role} on 127.0.0.1:{port}")
 
     common = {"FACEPIPE_DEVICE_ID": DEVICE, "FACEPIPE_HTTP_HOST": "127.0.0.1", "FACEPIPE_LOG_FORMAT": "json"}
     edge = {"LOCAL_MQTT_HOST": "127.0.0.1", "LOCAL_MQTT_PORT": str(edge_port)}
@@ -148,12 +139,13 @@ def test_pipeline_in_containers(
 
     metrics_url = f"http://127.0.0.1:{http_ports['processor']}/metrics"
     try:
-        wait_for(
+        wait_until(
             lambda: support.metric_value(support.http_text(metrics_url), "facepipe_processor_stored_total") >= published,
             120,
-            "every face stored",
+            interval=0.25,
+            what="every face stored",
         )
-    except TimeoutError:
+    except AssertionError:  # wait_until's timeout
         pytest.fail(
             f"stored {len(stored_faces(faces))} of {published}:\n"
             + "\n".join(f"--- {n}\n{running[n].logs(20)}" for n in ("forwarder", "processor"))
