@@ -112,7 +112,7 @@ def run(ctx: Context) -> list[Row]:
                     f"{published / len(reference):.1f} ({published} messages)",
                     target="every face arrives",
                     met=hit == len(reference),
-                    note=f"{hit}/{len(reference)} faces arrived; {tracks} tracks; {summary.get('frames', 0)} frames analysed; reference: {ref}",
+                    note=f"{hit}/{len(reference)} faces arrived; {f'{tracks} tracks; ' if tracks else ''}{summary.get('frames', 0)} frames analysed; reference: {ref}",
                 )
             )
         if policy is None:

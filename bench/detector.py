@@ -114,7 +114,7 @@ def camera_cpu(
                 "at": time.monotonic(),
             }
 
-        spy = Profile(camera.process.pid, profile, seconds) if profile is not None else None
+        spy = Profile(camera.process.pid, profile, seconds, rate=250) if profile is not None else None
         first = snapshot()
         time.sleep(seconds)
         last = snapshot()

@@ -90,36 +90,9 @@ def through_both_brokers(ctx: Context, crops: Crops, sizes: Sizes, store: str, q
             # warm-up: first connections, boto3's service model, the bucket's first objects
             warm = publisher.run(WARM_UP, rate=LATENCY_RATE)
             wait_stored(stack.stored, warm.count, timeout=60)
-            # fixed rate: latency, split at the cloud broker by a subscriber there
-            before = stack.stored()
-            offset = log_offset(stack.components["processor"])
-            watcher = CountingSubscriber(stack.cloud.host, stack.cloud.port, f"{contract.DEFAULT_REMOTE_TOPIC}/#", qos=qos, keep=True)
-            try:
-                sent = publisher.run(int(LATENCY_RATE * sizes.latency_seconds), rate=LATENCY_RATE)
-                wait_stored(stack.stored, before + sent.count, timeout=120)
-                with watcher.lock:
-                    first_leg = [
-                        float(r["_arrived"]) - parse_timestamp(r["captured_at"]).timestamp()
-                        for r in watcher.records
-                        if r.get("boot") == sent.boot
-                    ]
-            finally:
-                watcher.close()
-            latencies, _ = stored_latencies(stack.components["processor"], offset, sent.boot)
-            stored = len(stack.store.stored_seqs(sent.boot))
-            p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
-            lost = sent.count - stored
-            measure = f"{where}, QoS {qos}, {LATENCY_RATE:.0f} faces/s: capture→stored p50 / p99"
-            value = f"{1000 * p50:.0f} / {1000 * p99:.0f} ms"
-            note = (
-                f"{sent.count} sent, {stored} stored, {lost} lost; capture→cloud broker (edge broker, forwarder) "
-                f"p50 {1000 * percentile(first_leg, 50):.0f} / p99 {1000 * percentile(first_leg, 99):.0f} ms, max {1000 * max(latencies, default=0):.0f} ms"
-            )
-            if qos == 1:
-                ratio, met = at_most(p99, P99_TARGET_SECONDS)
-                rows.append(Row("2 pipeline", measure, value, target="p99 ≤ 100 ms", ratio=ratio, met=met, note=note))
-            else:
-                rows.append(Row("2 pipeline", measure, value, note=note))
+            if store == "s3" and qos == 1:  # below the S3 path's capacity on this machine, for orientation
+                rows.append(latency(stack, publisher, LATENCY_RATE / 2, sizes.latency_seconds, where, target=False))
+            rows.append(latency(stack, publisher, LATENCY_RATE, sizes.latency_seconds, where, target=qos == 1))
 
             # flat out: throughput, loss, and which side limits
             rows.append(flat_out(ctx, stack, publisher, sizes.flat_out, where))
@@ -130,6 +103,36 @@ def through_both_brokers(ctx: Context, crops: Crops, sizes: Sizes, store: str, q
     finally:
         stack.stop()
     return rows
+
+
+def latency(stack: Stack, publisher: Publisher, rate: float, seconds: float, where: str, target: bool) -> Row:
+    """capture→stored p50/p99 at a fixed rate, from the processor's log; split at the cloud broker by a subscriber there."""
+    qos = stack.qos
+    before = stack.stored()
+    offset = log_offset(stack.components["processor"])
+    watcher = CountingSubscriber(stack.cloud.host, stack.cloud.port, f"{contract.DEFAULT_REMOTE_TOPIC}/#", qos=qos, keep=True)
+    try:
+        sent = publisher.run(int(rate * seconds), rate=rate)
+        wait_stored(stack.stored, before + sent.count, timeout=120)
+        with watcher.lock:
+            first_leg = [
+                float(r["_arrived"]) - parse_timestamp(r["captured_at"]).timestamp() for r in watcher.records if r.get("boot") == sent.boot
+            ]
+    finally:
+        watcher.close()
+    latencies, _ = stored_latencies(stack.components["processor"], offset, sent.boot)
+    stored = len(stack.store.stored_seqs(sent.boot))
+    p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
+    measure = f"{where}, QoS {qos}, {rate:.0f} faces/s: capture→stored p50 / p99"
+    value = f"{1000 * p50:.0f} / {1000 * p99:.0f} ms"
+    note = (
+        f"{sent.count} sent, {stored} stored, {sent.count - stored} lost; capture→cloud broker (edge broker, forwarder) "
+        f"p50 {1000 * percentile(first_leg, 50):.0f} / p99 {1000 * percentile(first_leg, 99):.0f} ms; max {1000 * max(latencies, default=0):.0f} ms"
+    )
+    if not target:
+        return Row("2 pipeline", measure, value, note=note)
+    ratio, met = at_most(p99, P99_TARGET_SECONDS)
+    return Row("2 pipeline", measure, value, target="p99 ≤ 100 ms", ratio=ratio, met=met, note=note)
 
 
 def flat_out(ctx: Context, stack: Stack, publisher: Publisher, count: int, where: str) -> Row:

@@ -63,9 +63,13 @@ class Report:
         for row in rows:
             self.add(row)
 
+    def ordered(self) -> list[Row]:
+        """Rows by benchmark number (1 detector … 5 memory), in measured order within each."""
+        return sorted(self.rows, key=lambda r: r.bench.split(" ", 1)[0])
+
     def table(self) -> str:
         """The figures as fixed-width text for the terminal."""
-        cells = [TABLE_HEADER, *(r.cells() for r in self.rows)]
+        cells = [TABLE_HEADER, *(r.cells() for r in self.ordered())]
         widths = [max(len(c[i]) for c in cells) for i in range(len(TABLE_HEADER))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
         lines.insert(1, "  ".join("-" * w for w in widths))
@@ -87,7 +91,7 @@ class Report:
         out.append("")
         out.append("| " + " | ".join(TABLE_HEADER) + " | Note |")
         out.append("|" + "---|" * (len(TABLE_HEADER) + 1))
-        for row in self.rows:
+        for row in self.ordered():
             out.append("| " + " | ".join(_md(c) for c in (*row.cells(), row.note)) + " |")
         out.append("")
         out.append(
