@@ -99,16 +99,59 @@ class Rig:
     def forwarder(self) -> ComponentProcess:
         return self.add("forwarder", ForwarderSettings(common=self.common, local=self.edge, remote=self.cloud))
 
+    def logger(self) -> ComponentProcess:
+        return self.add("logger", LoggerSettings(common=self.common, broker=self.edge))
+
+    def camera(self, model_dir: Path, source: Path, qos: int | None = None, **options: Any) -> tuple[CameraSettings, ComponentProcess]:
+        """A camera on the edge broker (at `qos`, else the default) publishing every face, started and ready."""
+        broker = self.edge if qos is None else replace(self.edge, qos=qos)
+        settings = CameraSettings(
+            common=self.common,
+            broker=broker,
+            detect=DetectorSettings(model_dir=str(model_dir)),
+            source=str(source),
+            publish_policy="every",
+            **options,
+        )
+        (camera,) = start_ready(self.add("camera", settings))
+        return settings, camera
+
+    def pipeline(self, storage: StoreSettings | None = None, extra_env: dict[str, str] | None = None) -> tuple[ComponentProcess, ...]:
+        """Processor and forwarder, started and ready."""
+        return start_ready(self.processor(storage, extra_env), self.forwarder())
+
     def load(self, rate: float = RATE) -> LoadGenerator:
         generator = LoadGenerator(self.edge_broker.host, self.edge_broker.port, device=DEVICE, rate=rate)
         self.loads.append(generator)
         return generator.start()
+
+    def lead_in(self, predicate: Callable[[], bool], what: str) -> LoadGenerator:
+        """Start the load; once LEAD_SECONDS of faces are sent, wait until `predicate` holds."""
+        load = self.load()
+        load.wait_sent(int(RATE * LEAD_SECONDS))
+        wait_until(predicate, what=what)
+        return load
 
     def close(self) -> None:
         for generator in self.loads:
             generator.close()
         for component in reversed(self.components):
             component.stop()
+
+
+def start_ready(*components: ComponentProcess) -> tuple[ComponentProcess, ...]:
+    """Start the components, then wait until each is ready."""
+    for component in components:
+        component.start()
+    for component in components:
+        component.wait_ready()
+    return components
+
+
+def camera_seqs(camera: ComponentProcess, camera_id: str) -> tuple[dict[str, Any], int, tuple[str, str, str]]:
+    """A finished camera's summary, the seqs it used (every face gets one: published or dropped), and its stream."""
+    summary = camera.summary()
+    return summary, int(summary["published"]) + int(summary["dropped"]), (DEVICE, camera_id, summary["boot"])
 
 
 @pytest.fixture
@@ -165,6 +208,28 @@ def wait_accounted(
     return account(sent, keys(), stream, processor_stored_total=stored_events(processor))
 
 
+def outage_window(stop: Callable[[], object], seconds: float, start: Callable[[], object]) -> tuple[float, float]:
+    """stop(), `seconds` later start() (also if stopping failed); the wall-clock times after each."""
+    try:
+        stop()
+        stopped_at = time.time()
+        time.sleep(seconds)
+    finally:
+        start()
+    return stopped_at, time.time()
+
+
+def sent_between(load: LoadGenerator, start: float, end: float) -> int:
+    return sum(1 for t in load.sent_at.values() if start <= t <= end)
+
+
+def tail_accounted(load: LoadGenerator, keys: Callable[[], list[str]], processor: ComponentProcess) -> Accounting:
+    """TAIL_SECONDS more faces after the recovery, then stop the load and account (wait_accounted)."""
+    load.wait_sent(load.sent_count() + int(RATE * TAIL_SECONDS), timeout=30)
+    load.stop()
+    return wait_accounted(keys, load.sent, load.stream, processor)
+
+
 def poll(predicate: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
     """Like wait_until, but returns False on timeout (the caller reports, then asserts)."""
     deadline = time.monotonic() + timeout
@@ -205,23 +270,13 @@ def test_cloud_broker_down_every_face_stored_once(rig: Rig, outage: float) -> No
     survives, and faces the forwarder could not deliver wait on the edge (its persistent session
     there, plus whatever the forwarder buffers itself) until the cloud broker returns.
     """
-    processor, forwarder = rig.processor().start(), rig.forwarder().start()
-    processor.wait_ready()
-    forwarder.wait_ready()
-    load = rig.load()
-    load.wait_sent(int(RATE * LEAD_SECONDS))
-    wait_until(lambda: stored_total(processor) > 0, what="faces stored before the outage")
+    processor, forwarder = rig.pipeline()
+    load = rig.lead_in(lambda: stored_total(processor) > 0, "faces stored before the outage")
 
-    rig.cloud_broker.stop()
-    down_at = time.time()
-    time.sleep(outage)
-    rig.cloud_broker.start()
-    up_at = time.time()
-    load.wait_sent(load.sent_count() + int(RATE * TAIL_SECONDS), timeout=30)
-    load.stop()
+    down_at, up_at = outage_window(rig.cloud_broker.stop, outage, rig.cloud_broker.start)
 
-    result = wait_accounted(lambda: directory_keys(rig.store_dir), load.sent, load.stream, processor)
-    during = sum(1 for t in load.sent_at.values() if down_at <= t <= up_at)
+    result = tail_accounted(load, lambda: directory_keys(rig.store_dir), processor)
+    during = sent_between(load, down_at, up_at)
     f_connects = metric(forwarder, 'facepipe_mqtt_connects_total{broker="cloud"}')
     p_connects = metric(processor, 'facepipe_mqtt_connects_total{broker="cloud"}')
     report(
@@ -245,23 +300,13 @@ def test_forwarder_sigkill_every_face_stored_once(rig: Rig) -> None:
     are delivered to the new process. Forwarded-but-unacknowledged faces come again and overwrite
     their own objects (redeliveries), never adding one.
     """
-    processor, forwarder = rig.processor().start(), rig.forwarder().start()
-    processor.wait_ready()
-    forwarder.wait_ready()
-    load = rig.load()
-    load.wait_sent(int(RATE * LEAD_SECONDS))
-    wait_until(lambda: metric(forwarder, "facepipe_forwarder_forwarded_total") > 0, what="faces forwarded before the kill")
+    processor, forwarder = rig.pipeline()
+    load = rig.lead_in(lambda: metric(forwarder, "facepipe_forwarder_forwarded_total") > 0, "faces forwarded before the kill")
 
-    forwarder.kill()
-    killed_at = time.time()
-    time.sleep(3.0)
-    forwarder.start().wait_ready()
-    restarted_at = time.time()
-    load.wait_sent(load.sent_count() + int(RATE * TAIL_SECONDS), timeout=30)
-    load.stop()
+    killed_at, restarted_at = outage_window(forwarder.kill, 3.0, lambda: forwarder.start().wait_ready())
 
-    result = wait_accounted(lambda: directory_keys(rig.store_dir), load.sent, load.stream, processor)
-    while_dead = sum(1 for t in load.sent_at.values() if killed_at <= t <= restarted_at)
+    result = tail_accounted(load, lambda: directory_keys(rig.store_dir), processor)
+    while_dead = sent_between(load, killed_at, restarted_at)
     sessions = broker_log_connections(rig.edge_broker, f"facepipe-forwarder-{DEVICE}")
     report(
         "forwarder SIGKILL",
@@ -287,23 +332,13 @@ def test_processor_sigkill_every_face_stored_once(rig: Rig) -> None:
     received but not acknowledged (acknowledged only after the object exists) are redelivered and
     overwrite their own objects.
     """
-    processor, forwarder = rig.processor().start(), rig.forwarder().start()
-    processor.wait_ready()
-    forwarder.wait_ready()
-    load = rig.load()
-    load.wait_sent(int(RATE * LEAD_SECONDS))
-    wait_until(lambda: stored_total(processor) > 0, what="faces stored before the kill")
+    processor, _forwarder = rig.pipeline()
+    load = rig.lead_in(lambda: stored_total(processor) > 0, "faces stored before the kill")
 
-    processor.kill()
-    killed_at = time.time()
-    time.sleep(3.0)
-    processor.start().wait_ready()
-    restarted_at = time.time()
-    load.wait_sent(load.sent_count() + int(RATE * TAIL_SECONDS), timeout=30)
-    load.stop()
+    killed_at, restarted_at = outage_window(processor.kill, 3.0, lambda: processor.start().wait_ready())
 
-    result = wait_accounted(lambda: directory_keys(rig.store_dir), load.sent, load.stream, processor)
-    while_dead = sum(1 for t in load.sent_at.values() if killed_at <= t <= restarted_at)
+    result = tail_accounted(load, lambda: directory_keys(rig.store_dir), processor)
+    while_dead = sent_between(load, killed_at, restarted_at)
     sessions = broker_log_connections(rig.cloud_broker, "facepipe-processor-cloud")
     report("processor SIGKILL", result, sent_while_dead=while_dead)
     assert while_dead > 0
@@ -322,30 +357,18 @@ def test_s3_down_every_face_stored_once(rig: Rig, rgw: RadosGateway, s3_bucket: 
     each failed store with backoff and acknowledges nothing it has not stored, so once S3 is back
     every face is stored exactly once."""
     storage = StoreSettings(store=f"s3://{s3_bucket}/faces", s3_endpoint_url=rgw.endpoint_url, s3_region=rgw.region)
-    processor = rig.processor(storage, extra_env=rgw.env()).start()
-    forwarder = rig.forwarder().start()
-    processor.wait_ready()
-    forwarder.wait_ready()
+    processor, _forwarder = rig.pipeline(storage, extra_env=rgw.env())
     s3 = rgw.client()
 
     def keys() -> list[str]:
         return s3_keys(s3, s3_bucket, "faces/")
 
-    load = rig.load()
-    try:
-        load.wait_sent(int(RATE * LEAD_SECONDS))
-        wait_until(lambda: stored_total(processor) > 0, what="faces stored before the outage")
-        rgw.stop_gateway()
-        down_at = time.time()
-        time.sleep(outage)
-    finally:
-        rgw.start_gateway()  # the gateway is shared by the session: always bring it back
-    up_at = time.time()
-    load.wait_sent(load.sent_count() + int(RATE * TAIL_SECONDS), timeout=30)
-    load.stop()
+    load = rig.lead_in(lambda: stored_total(processor) > 0, "faces stored before the outage")
+    # The gateway is shared by the session: outage_window always brings it back.
+    down_at, up_at = outage_window(rgw.stop_gateway, outage, rgw.start_gateway)
 
-    result = wait_accounted(keys, load.sent, load.stream, processor)
-    during = sum(1 for t in load.sent_at.values() if down_at <= t <= up_at)
+    result = tail_accounted(load, keys, processor)
+    during = sent_between(load, down_at, up_at)
     errors = metric(processor, "facepipe_processor_store_errors_total")
     report(f"S3 down {outage:g}s", result, sent_during_outage=during, store_errors=errors)
     assert during >= RATE * outage * 0.8
@@ -424,16 +447,8 @@ def test_edge_broker_restart_camera_and_logger_resume(rig: Rig, long_clip: Path,
       excess is printed and must be adjacent to the dropped seqs (one run of missing seqs).
     """
     store_dir = rig.store_dir
-    processor, forwarder = rig.processor().start(), rig.forwarder().start()
-    logger = rig.add("logger", LoggerSettings(common=rig.common, broker=rig.edge)).start()
-    for component in (processor, forwarder, logger):
-        component.wait_ready()
-    camera_settings = CameraSettings(
-        common=rig.common, broker=replace(rig.edge, qos=camera_qos), detect=DetectorSettings(model_dir=str(model_dir)),
-        source=str(long_clip), realtime=True, publish_policy="every",
-    )  # fmt: skip
-    camera = rig.add("camera", camera_settings).start()
-    camera.wait_ready()
+    processor, forwarder, logger = start_ready(rig.processor(), rig.forwarder(), rig.logger())
+    camera_settings, camera = rig.camera(model_dir, long_clip, qos=camera_qos, realtime=True)
     wait_until(lambda: metric(logger, "facepipe_logger_faces_total") >= 20, timeout=30, what="faces flowing before the restart")
 
     rig.edge_broker.stop()
@@ -447,9 +462,7 @@ def test_edge_broker_restart_camera_and_logger_resume(rig: Rig, long_clip: Path,
     camera_dropped_metric = metric(camera, 'facepipe_camera_faces_dropped_total{reason="broker_unavailable"}')
     wait_until(lambda: not camera.process.running(), timeout=90, what="the camera to finish the clip")
     assert camera.process.returncode() == 0, camera.process.log_tail()
-    summary = camera.summary()
-    seqs = int(summary["published"]) + int(summary["dropped"])  # every face got a seq: published or dropped
-    stream = (DEVICE, camera_settings.camera_id, summary["boot"])
+    summary, seqs, stream = camera_seqs(camera, camera_settings.camera_id)
 
     def logger_total() -> float:
         m = logger.metrics()
@@ -532,15 +545,8 @@ def test_camera_sigterm_waits_for_its_acknowledgements(rig: Rig, test_video: Pat
     are merely late, as with a busy broker or a slow link. Without the pause the same loss shows up
     in about half the runs (the faces of the last frame, or the track flush).
     """
-    processor, forwarder = rig.processor().start(), rig.forwarder().start()
-    for component in (processor, forwarder):
-        component.wait_ready()
-    camera_settings = CameraSettings(
-        common=rig.common, broker=rig.edge, detect=DetectorSettings(model_dir=str(model_dir)),
-        source=str(test_video), loop=True, publish_policy="every",  # flat out: a steady stream of faces
-    )  # fmt: skip
-    camera = rig.add("camera", camera_settings).start()
-    camera.wait_ready()
+    processor, _forwarder = rig.pipeline()
+    camera_settings, camera = rig.camera(model_dir, test_video, loop=True)  # flat out: a steady stream of faces
     wait_until(lambda: metric(camera, "facepipe_camera_faces_published_total") >= 50, timeout=30, what="faces published")
     broker = rig.edge_broker.process
     assert broker is not None
@@ -553,9 +559,7 @@ def test_camera_sigterm_waits_for_its_acknowledgements(rig: Rig, test_video: Pat
         broker.signal(signal.SIGCONT)
     wait_until(lambda: not camera.process.running(), timeout=90, what="the camera to stop")
     camera.stop()
-    summary = camera.summary()
-    seqs = int(summary["published"]) + int(summary["dropped"])
-    stream = (DEVICE, camera_settings.camera_id, summary["boot"])
+    summary, seqs, stream = camera_seqs(camera, camera_settings.camera_id)
     result = wait_accounted(lambda: directory_keys(rig.store_dir), list(range(seqs)), stream, processor, timeout=30, idle_timeout=5)
     report("camera SIGTERM, acks late", result, camera_published=summary["published"], camera_dropped=summary["dropped"])
     assert summary["dropped"] == 0, f"the camera dropped faces on a clean stop with its broker up: {summary}"
@@ -576,16 +580,8 @@ def test_camera_reconnect_keeps_order_so_logger_counts_no_false_loss(rig: Rig, l
     camera reconnects, as a broker busy right after a restart would be (TCP connects, CONNACK is
     late); without the pauses the same misreport shows up in some runs of the edge-broker test.
     """
-    processor, forwarder = rig.processor().start(), rig.forwarder().start()
-    logger = rig.add("logger", LoggerSettings(common=rig.common, broker=rig.edge)).start()
-    for component in (processor, forwarder, logger):
-        component.wait_ready()
-    camera_settings = CameraSettings(
-        common=rig.common, broker=rig.edge, detect=DetectorSettings(model_dir=str(model_dir)),
-        source=str(long_clip), realtime=True, publish_policy="every",
-    )  # fmt: skip
-    camera = rig.add("camera", camera_settings).start()
-    camera.wait_ready()
+    processor, forwarder, logger = start_ready(rig.processor(), rig.forwarder(), rig.logger())
+    camera_settings, camera = rig.camera(model_dir, long_clip, realtime=True)
     wait_until(lambda: metric(logger, "facepipe_logger_faces_total") >= 20, timeout=30, what="faces flowing")
 
     rig.edge_broker.stop()
@@ -606,9 +602,7 @@ def test_camera_reconnect_keeps_order_so_logger_counts_no_false_loss(rig: Rig, l
     finally:
         camera.process.signal(signal.SIGCONT)
     wait_until(lambda: not camera.process.running(), timeout=90, what="the camera to finish the clip")
-    summary = camera.summary()
-    seqs = int(summary["published"]) + int(summary["dropped"])
-    stream = (DEVICE, camera_settings.camera_id, summary["boot"])
+    summary, seqs, stream = camera_seqs(camera, camera_settings.camera_id)
     poll(lambda: metric(logger, "facepipe_logger_faces_total") + metric(logger, "facepipe_logger_lost_total") >= seqs, timeout=15)
     m = logger.metrics()
     logger_seen, logger_lost = int(m.get("facepipe_logger_faces_total", 0)), int(m.get("facepipe_logger_lost_total", 0))
