@@ -9,11 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from facepipe import __version__, config, models
-from facepipe.camera.sources import SourceError
 from facepipe.config import ConfigError
+from facepipe.errors import FatalError
 from facepipe.observe import setup_logging
 from facepipe.service import Component, serve
-from facepipe.spool import SpoolError
 
 COMMANDS: dict[str, tuple[type, str]] = {
     "camera": (config.CameraSettings, "read a video source, detect faces, publish each crop to the edge broker"),
@@ -100,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return run_probe(settings, log)
         return serve(_component(args.command, settings)(settings, log))
-    except (models.ModelError, SourceError, SpoolError, FileNotFoundError) as exc:
+    except (FatalError, FileNotFoundError) as exc:
         log.error("fatal", extra={"error": str(exc)})
         print(f"facepipe {args.command}: {exc}", file=sys.stderr)
         return 2

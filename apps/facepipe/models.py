@@ -16,12 +16,14 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from facepipe.errors import FatalError
+
 MANIFEST_NAME = "manifest.json"
 DEFAULT_MODEL_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "facepipe" / "models"
 FETCH_HINT = "run `make models` or `facepipe models fetch --dest {dir}`"
 
 
-class ModelError(RuntimeError):
+class ModelError(FatalError):
     """A model file is missing, corrupt or unknown."""
 
 

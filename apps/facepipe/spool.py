@@ -26,6 +26,8 @@ from typing import Any, BinaryIO
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from facepipe.errors import FatalError
+
 MAGIC = b"FP"
 RECORD_HEADER = struct.Struct(">2sIIdI")
 SEGMENT_BYTES = 8 * 1024 * 1024
@@ -34,7 +36,7 @@ CURSOR_SAVE_SECONDS = 0.2
 Position = tuple[int, int]  # (segment number, byte offset)
 
 
-class SpoolError(RuntimeError):
+class SpoolError(FatalError):
     """The spool directory cannot be used (missing volume, permissions)."""
 
 
@@ -191,6 +193,10 @@ class Spool:
         record = RECORD_HEADER.pack(MAGIC, len(header), len(payload), self.clock(), zlib.crc32(body)) + body
         with self.lock:
             if self.tail.size and self.tail.size + len(record) > self.segment_bytes:
+                # Records of the full segment may already be acknowledged to the edge by the next sync,
+                # which only fsyncs the new tail: make them durable before leaving them.
+                self._writer.flush()
+                os.fsync(self._writer.fileno())
                 self._writer.close()
                 self.tail = self._new_segment(self.tail.number + 1)
             self._writer.write(record)

@@ -185,8 +185,6 @@ class Camera(Component):
 
     def run(self, stop: threading.Event) -> None:
         self.link.start()
-        while not stop.is_set() and not self.link.connected.wait(0.5):
-            pass
         live = classify(self.settings.source) in ("device", "stream")
         try:
             while not stop.is_set():
@@ -194,6 +192,9 @@ class Camera(Component):
                 if source is None:
                     break
                 try:
+                    # The source first (a missing file fails at once), then the broker before any frame.
+                    while not stop.is_set() and not self.link.connected.wait(0.5):
+                        pass
                     self._consume(source, stop)
                     self._flush_tracks()
                 finally:

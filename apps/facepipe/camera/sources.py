@@ -17,10 +17,12 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from facepipe.errors import FatalError
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
-class SourceError(RuntimeError):
+class SourceError(FatalError):
     """The source cannot be opened or read."""
 
 
