@@ -48,7 +48,7 @@ class Forwarder(Component):
         )
         self.spool_bytes = Gauge("facepipe_forwarder_spool_bytes", "bytes waiting in the spool", registry=reg)
         self.spool = Spool(Path(settings.spool_dir), settings.spool_max_bytes, settings.spool_max_age_seconds, on_drop=self._on_spool_drop)
-        self.acks: AckTracker[Entry] = AckTracker()  # cloud mid -> spool record awaiting the cloud's ack
+        self.acks: AckTracker[Entry] = AckTracker(self._done, self._refused)  # cloud mid -> spool record awaiting the cloud's ack
         self.unsynced: list[mqtt.MQTTMessage] = []  # edge messages spooled, awaiting fsync before their ack
         device = settings.common.device_id
         self.remote = BrokerLink(
@@ -109,28 +109,22 @@ class Forwarder(Component):
                 self.topic, entry.payload, qos=self.settings.remote.qos, properties=decode_properties(entry.header)
             )
             if self.settings.remote.qos:
-                self._finish(self.acks.sent(info.mid, entry))
+                self.acks.sent(info.mid, entry)
             else:
                 self._done(entry)
             self.inflight.set(len(self.acks))
 
     def _on_remote_ack(self, _c: mqtt.Client, _u: Any, mid: int, reason: ReasonCode, _props: Any) -> None:
         if self.settings.remote.qos:
-            self._finish(self.acks.acked(mid, reason))
+            self.acks.acked(mid, reason)
 
-    def _finish(self, done: tuple[Entry, ReasonCode | None] | None) -> None:
-        if done is None:
-            return
-        entry, reason = done
-        if reason is not None and reason.is_failure:
-            # The cloud broker refused it (for instance its ACL): retrying cannot help; say so loudly.
-            self.refused.inc()
-            with self.lock:
-                self.totals["refused"] += 1
-            self.log.error("face.refused", extra={"topic": self.topic, "reason": str(reason), "bytes": len(entry.payload)})
-            self.spool.ack(entry)
-            return
-        self._done(entry)
+    def _refused(self, entry: Entry, reason: ReasonCode) -> None:
+        """The cloud broker refused a face (for instance its ACL): retrying cannot help; say so loudly."""
+        self.refused.inc()
+        with self.lock:
+            self.totals["refused"] += 1
+        self.log.error("face.refused", extra={"topic": self.topic, "reason": str(reason), "bytes": len(entry.payload)})
+        self.spool.ack(entry)
 
     def _done(self, entry: Entry) -> None:
         self.spool.ack(entry)

@@ -57,33 +57,42 @@ T = TypeVar("T")
 class AckTracker(Generic[T]):
     """Pairs QoS 1 publishes with their PUBACKs, whichever the application sees first.
 
-    paho calls on_publish on its network thread while holding its own lock, so the
-    application must not hold a lock of its own across `publish()`; a PUBACK can therefore
-    arrive before `sent()` records the message id. Both calls return the finished
-    (item, reason) pair once both halves are known.
+    paho calls on_publish on its network thread while holding its own lock, so the application
+    must not hold a lock of its own across `publish()`; a PUBACK can therefore arrive before
+    `sent()` records the message id. Once both halves are known, `on_done(item)` runs, or
+    `on_refused(item, reason)` when the broker refused the message (for instance its ACL).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, on_done: Callable[[T], None], on_refused: Callable[[T, ReasonCode], None]) -> None:
+        self.on_done = on_done
+        self.on_refused = on_refused
         self._cond = threading.Condition()
         self._waiting: dict[int, T] = {}
         self._early: dict[int, ReasonCode | None] = {}
 
-    def sent(self, mid: int, item: T) -> tuple[T, ReasonCode | None] | None:
+    def sent(self, mid: int, item: T) -> None:
         with self._cond:
-            if mid in self._early:
-                return item, self._early.pop(mid)
-            self._waiting[mid] = item
-            return None
+            if mid not in self._early:
+                self._waiting[mid] = item
+                return
+            reason = self._early.pop(mid)
+        self._complete(item, reason)
 
-    def acked(self, mid: int, reason: ReasonCode | None) -> tuple[T, ReasonCode | None] | None:
+    def acked(self, mid: int, reason: ReasonCode | None) -> None:
         with self._cond:
             if mid not in self._waiting:
                 self._early[mid] = reason
-                return None
+                return
             item = self._waiting.pop(mid)
             if not self._waiting:
                 self._cond.notify_all()
-            return item, reason
+        self._complete(item, reason)
+
+    def _complete(self, item: T, reason: ReasonCode | None) -> None:
+        if reason is not None and reason.is_failure:
+            self.on_refused(item, reason)
+        else:
+            self.on_done(item)
 
     def __len__(self) -> int:
         with self._cond:

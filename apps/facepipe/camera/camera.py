@@ -50,7 +50,7 @@ class Camera(Component):
         self.boot = secrets.token_hex(4)
         self.seq = 0
         self.lock = threading.Lock()
-        self.acks: AckTracker[int] = AckTracker()
+        self.acks: AckTracker[int] = AckTracker(lambda _seq: self._published(), lambda seq, reason: self._drop("refused", seq, str(reason)))
         self.source_open = threading.Event()
         self.totals = {"frames": 0, "frames_dropped": 0, "frames_skipped_no_motion": 0, "faces_detected": 0, "published": 0, "dropped": 0}
         self.tracker = Tracker(settings.track_republish_seconds) if settings.publish_policy == "track" else None
@@ -73,16 +73,7 @@ class Camera(Component):
 
     def _on_ack(self, _c: mqtt.Client, _u: Any, mid: int, reason: ReasonCode, _props: Any) -> None:
         if self.settings.broker.qos:
-            self._finish(self.acks.acked(mid, reason))
-
-    def _finish(self, done: tuple[int, ReasonCode | None] | None) -> None:
-        if done is None:
-            return
-        seq, reason = done
-        if reason is not None and reason.is_failure:
-            self._drop("refused", seq, str(reason))
-        else:
-            self._published()
+            self.acks.acked(mid, reason)
 
     def _published(self) -> None:
         self.published.inc()
@@ -120,7 +111,7 @@ class Camera(Component):
             return
         info = self.link.client.publish(self.settings.broker.topic, payload, qos=qos, properties=meta.to_properties())
         if qos:
-            self._finish(self.acks.sent(info.mid, seq))
+            self.acks.sent(info.mid, seq)
         elif info.rc == mqtt.MQTT_ERR_SUCCESS:
             self._published()
         else:
