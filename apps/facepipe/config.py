@@ -17,7 +17,6 @@ import sys
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 from facepipe import contract
@@ -107,7 +106,7 @@ class BrokerSettings:
     """One MQTT broker connection; used with the LOCAL_MQTT_ or REMOTE_MQTT_ prefix."""
 
     host: str = setting("localhost", "HOST", "broker host name or address")
-    port: int = setting(contract.MQTT_PORT, "PORT", "broker port (1883 plain, 8883 TLS)", check=port)
+    port: int = setting(contract.MQTT_PORT, "PORT", f"broker port ({contract.MQTT_PORT} plain, {contract.MQTTS_PORT} TLS)", check=port)
     topic: str = setting(contract.DEFAULT_LOCAL_TOPIC, "TOPIC", "topic (the base topic for the cloud)", check=topic_name)
     qos: int = setting(1, "QOS", "MQTT QoS for this hop (0 or 1)", check=qos)
     username: str = setting("", "USERNAME", "user name (empty: anonymous)")
@@ -454,12 +453,6 @@ def print_effective(component: str, settings: Any) -> None:
 def environment_names(cls: type) -> list[str]:
     """Every environment variable `cls` reads (the charts' tests check theirs against this list)."""
     return [name for leaf in _leaves(cls) for name in leaf.env]
-
-
-def check_readable(path: str, what: str) -> None:
-    """Fail early, with the setting's name, when a configured file is missing."""
-    if path and not Path(path).is_file():
-        raise ConfigError(f"invalid configuration:\n  {what}: file {path!r} does not exist")
 
 
 __all__ = [

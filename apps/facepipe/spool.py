@@ -89,7 +89,6 @@ class _Segment:
 
 @dataclass
 class SpoolCounts:
-    appended: int = 0
     dropped: dict[str, int] = field(default_factory=lambda: {"full": 0, "age": 0, "corrupt": 0})
 
 
@@ -203,7 +202,6 @@ class Spool:
             self._writer.flush()
             self.tail.size += len(record)
             self.tail.records += 1
-            self.counts.appended += 1
             self._enforce_size()
             self.lock.notify_all()
 
