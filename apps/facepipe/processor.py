@@ -111,7 +111,7 @@ class Processor(Component):
         self.link.stop()
 
     def _prepare_store(self, stop: threading.Event) -> None:
-        """Wait until the store answers (not ready meanwhile); set the retention rule once."""
+        """Wait until the store answers; the processor is not ready meanwhile."""
         delay = 1.0
         while not stop.is_set():
             try:
