@@ -14,38 +14,15 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 import paho.mqtt.client as mqtt
-from paho.mqtt import properties as paho_properties
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from facepipe import mqtt_properties
 from facepipe.config import BrokerSettings
 
-
-def _read_utf_allowing_bom(buffer: bytes, maxlen: int) -> tuple[str, int]:
-    """paho's string-property reader without its U+FEFF check.
-
-    MQTT-1.5.4-3 says a receiver must not strip U+FEFF: it is a valid character. paho 2.x instead
-    treats it as a protocol error and drops the connection, and a persistent session then
-    redelivers the same message forever, wedging the processor or forwarder. Mosquitto accepts it,
-    so a single hostile publish could stop the pipeline. The other checks (surrogates, NUL) stay.
-    """
-    if maxlen < 2:
-        raise paho_properties.MalformedPacket("Not enough data to read string length")
-    length = paho_properties.readInt16(buffer)
-    if length > maxlen - 2:
-        raise paho_properties.MalformedPacket("Length delimited string too long")
-    text = bytes(buffer[2 : 2 + length]).decode("utf-8")
-    for char in text:
-        if 0xD800 <= ord(char) <= 0xDFFF:
-            raise paho_properties.MalformedPacket("[MQTT-1.5.4-1] D800-DFFF found in UTF-8 data")
-        if char == "\x00":
-            raise paho_properties.MalformedPacket("[MQTT-1.5.4-2] Null found in UTF-8 data")
-    return text, length + 2
-
-
-paho_properties.readUTF = _read_utf_allowing_bom
+mqtt_properties.install()
 
 RECONNECT_MIN_SECONDS = 1
 RECONNECT_MAX_SECONDS = 30
