@@ -32,6 +32,11 @@ def sniff(payload: bytes) -> str | None:
 
 
 PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by colour type
+PNG_BIT_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}  # allowed, by colour type
+PNG_MAX_FILTER = 4  # None, Sub, Up, Average, Paeth
+PNG_CRITICAL_CHUNKS = {b"IHDR", b"PLTE", b"IDAT", b"IEND"}
+# Animation (APNG) and Apple's CgBI variant: never in a face crop, and decoders differ on them.
+PNG_REFUSED_CHUNKS = {b"acTL", b"fcTL", b"fdAT", b"CgBI"}
 ADAM7_PASSES = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 
 
@@ -42,39 +47,93 @@ def png_size(payload: bytes) -> tuple[int, int]:
     return width, height
 
 
-def png_raw_bytes(width: int, height: int, bit_depth: int, colour_type: int, interlaced: bool) -> int:
-    """How many bytes the IDAT stream must inflate to: a filter byte plus packed pixels per row, per pass."""
-    bits = bit_depth * PNG_CHANNELS.get(colour_type, 4)
-
-    def rows(w: int, h: int) -> int:
-        return 0 if w == 0 or h == 0 else h * (1 + (w * bits + 7) // 8)
-
-    if not interlaced:
-        return rows(width, height)
-    return sum(rows((width - x + dx - 1) // dx, (height - y + dy - 1) // dy) for x, y, dx, dy in ADAM7_PASSES)
+def png_rows(width: int, height: int, bit_depth: int, colour_type: int, interlaced: bool) -> list[tuple[int, int]]:
+    """(row count, bytes per row incl. its filter byte) of each pass of the image data: one pass, or Adam7's seven."""
+    bits = bit_depth * PNG_CHANNELS[colour_type]
+    passes = ADAM7_PASSES if interlaced else ((0, 0, 1, 1),)
+    shapes = [((width - x + dx - 1) // dx, (height - y + dy - 1) // dy) for x, y, dx, dy in passes]
+    return [(h, 1 + (w * bits + 7) // 8) for w, h in shapes if w and h]
 
 
-def check_png_structure(payload: bytes, width: int, height: int) -> None:
-    """Walk the chunks (none may claim more bytes than the payload has) and inflate the image data with a
-    bound: decoders allocate what a chunk length says, and a zlib bomb inflates far past its image."""
-    bit_depth, colour_type, _compression, _filter, interlace = payload[24:29]
-    pos, idat = 8, []
-    while pos + 12 <= len(payload):
+def _png_chunks(payload: bytes) -> list[tuple[bytes, int, int]]:
+    """(type, data start, data end) of every chunk, each checked against its CRC; none may claim bytes past the end."""
+    pos, chunks = 8, []
+    while pos < len(payload):
+        if pos + 12 > len(payload):
+            raise ContractError("undecodable", f"PNG ends inside a chunk header at byte {pos}")
         (length,) = struct.unpack(">I", payload[pos : pos + 4])
-        kind = payload[pos + 4 : pos + 8]
-        if pos + 12 + length > len(payload):
+        kind, start, end = payload[pos + 4 : pos + 8], pos + 8, pos + 8 + length
+        if end + 4 > len(payload):
             raise ContractError("undecodable", f"PNG chunk {kind!r} claims {length} bytes past the end of the payload")
-        if kind == b"IDAT":
-            idat.append(payload[pos + 8 : pos + 8 + length])
-        pos += 12 + length
-    expected = png_raw_bytes(width, height, bit_depth, colour_type, interlace == 1)
+        (crc,) = struct.unpack(">I", payload[end : end + 4])
+        if zlib.crc32(payload[pos + 4 : end]) != crc:
+            raise ContractError("undecodable", f"PNG chunk {kind!r} at byte {pos} fails its CRC")
+        chunks.append((kind, start, end))
+        pos = end + 4
+    return chunks
+
+
+def _check_png_layout(chunks: list[tuple[bytes, int, int]], colour_type: int) -> None:
+    """IHDR first, IEND last, the IDAT chunks consecutive, chunk types a decoder accepts (letters only, no
+    critical chunk it does not know), and one well-formed palette before the image data where there is one."""
+    kinds = [kind for kind, _start, _end in chunks]
+    if kinds[0] != b"IHDR" or chunks[0][2] - chunks[0][1] != 13 or kinds.count(b"IHDR") != 1:
+        raise ContractError("undecodable", "PNG must start with one 13-byte IHDR chunk")
+    if kinds[-1] != b"IEND" or kinds.count(b"IEND") != 1:
+        raise ContractError("undecodable", "PNG must end with its only IEND chunk")
+    for kind in kinds:
+        if not kind.isalpha() or not kind.isascii():
+            raise ContractError("undecodable", f"PNG chunk type {kind!r} is not four ASCII letters")
+        if kind[:1].isupper() and kind not in PNG_CRITICAL_CHUNKS:
+            raise ContractError("undecodable", f"PNG has an unknown critical chunk {kind!r}")
+        if kind in PNG_REFUSED_CHUNKS:
+            raise ContractError("undecodable", f"PNG has a {kind.decode()} chunk: animated and CgBI PNGs are not face crops")
+    idat = [i for i, kind in enumerate(kinds) if kind == b"IDAT"]
+    if not idat or idat[-1] - idat[0] + 1 != len(idat):
+        raise ContractError("undecodable", "PNG image data (IDAT) missing or not in consecutive chunks")
+    palettes = [(i, end - start) for i, (kind, start, end) in enumerate(chunks) if kind == b"PLTE"]
+    if colour_type == 3 and not palettes:
+        raise ContractError("undecodable", "palette PNG without a PLTE chunk")
+    if len(palettes) > 1 or any(i > idat[0] or size % 3 or not 3 <= size <= 768 for i, size in palettes):
+        raise ContractError("undecodable", "PNG palette (PLTE) duplicated, after the image data, or not 1-256 RGB entries")
+
+
+def _check_filters(raw: bytes, rows: list[tuple[int, int]]) -> None:
+    """Every row of every pass starts with a filter type libpng knows."""
+    data, offset = np.frombuffer(raw, dtype=np.uint8), 0
+    for count, stride in rows:
+        filters = data[offset : offset + count * stride : stride]
+        if filters.size and int(filters.max()) > PNG_MAX_FILTER:
+            raise ContractError("undecodable", f"PNG row filter type {int(filters.max())} is not 0-{PNG_MAX_FILTER}")
+        offset += count * stride
+
+
+def check_png(payload: bytes, width: int, height: int) -> None:
+    """Everything a decoder would refuse, checked without decoding: chunk lengths and CRCs, IHDR fields, chunk
+    order, a zlib stream inflating to exactly the declared size (with a bound: a zlib bomb stops at the size
+    the header declares) and valid row filters. Decoders allocate what a chunk length says, so the walk comes
+    first. What passes is stored as sent; decoding it would only unfilter pixels nobody looks at here."""
+    chunks = _png_chunks(payload)
+    bit_depth, colour_type, compression, filter_method, interlace = payload[24:29]
+    if bit_depth not in PNG_BIT_DEPTHS.get(colour_type, ()) or compression or filter_method or interlace > 1:
+        raise ContractError(
+            "undecodable",
+            f"PNG header: bit depth {bit_depth}, colour type {colour_type}, compression {compression}, "
+            f"filter {filter_method}, interlace {interlace} is not a valid combination",
+        )
+    _check_png_layout(chunks, colour_type)
+    rows = png_rows(width, height, bit_depth, colour_type, interlace == 1)
+    expected = sum(count * stride for count, stride in rows)
     inflater = zlib.decompressobj()
     try:
-        inflated = len(inflater.decompress(b"".join(idat), expected + 1))
+        raw = inflater.decompress(b"".join(payload[start:end] for kind, start, end in chunks if kind == b"IDAT"), expected + 1)
     except zlib.error as exc:
         raise ContractError("undecodable", f"PNG image data does not inflate: {exc}") from None
-    if inflated > expected or inflater.unconsumed_tail:
+    if len(raw) > expected or inflater.unconsumed_tail:
         raise ContractError("undecodable", f"PNG image data inflates past the {expected} bytes its header declares")
+    if len(raw) < expected or not inflater.eof:
+        raise ContractError("undecodable", f"PNG image data ends after {len(raw)} of the {expected} bytes its header declares")
+    _check_filters(raw, rows)
 
 
 def jpeg_size(payload: bytes) -> tuple[int, int]:
@@ -102,8 +161,10 @@ def jpeg_size(payload: bytes) -> tuple[int, int]:
     raise ContractError("undecodable", "JPEG without a start-of-frame header")
 
 
-def validate(payload: bytes, declared: str | None, max_bytes: int, max_pixels: int) -> tuple[str, np.ndarray]:
-    """Check a face payload and decode it; return (content type, image) or raise ContractError."""
+def validate(payload: bytes, declared: str | None, max_bytes: int, max_pixels: int) -> tuple[str, np.ndarray | None]:
+    """Check a face payload; return (content type, decoded image: JPEG only) or raise ContractError.
+
+    A PNG is checked structurally (`check_png`), not decoded: it is stored byte for byte as sent."""
     if not payload:
         raise ContractError("empty", "empty payload")
     if len(payload) > max_bytes:
@@ -126,7 +187,8 @@ def validate(payload: bytes, declared: str | None, max_bytes: int, max_pixels: i
     if not complete:
         raise ContractError("undecodable", f"truncated {kind} (no end marker)")
     if kind == PNG:
-        check_png_structure(payload, width, height)
+        check_png(payload, width, height)
+        return kind, None
     image = cv2.imdecode(np.frombuffer(payload, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise ContractError("undecodable", f"{kind} does not decode")
@@ -148,5 +210,5 @@ def encode(image: np.ndarray, content_type: str, png_compression: int = 1, jpeg_
 
 def as_png(payload: bytes, declared: str | None, max_bytes: int, max_pixels: int) -> bytes:
     """Validate a payload and return PNG bytes: the payload itself when it is PNG, else re-encoded."""
-    kind, image = validate(payload, declared, max_bytes, max_pixels)
-    return payload if kind == PNG else encode(image, PNG)
+    _kind, image = validate(payload, declared, max_bytes, max_pixels)
+    return payload if image is None else encode(image, PNG)

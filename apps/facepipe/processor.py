@@ -1,9 +1,10 @@
 """processor: validate each face from the cloud broker, store it as PNG, acknowledge only after it is stored.
 
-Messages arrive on paho's network thread and go to a bounded queue; worker threads validate and
-store them, retrying the store with backoff for as long as it fails. A QoS 1 message is
-acknowledged only once its object exists, so a crash or restart makes the broker redeliver it,
-and because keys derive from the metadata the redelivery overwrites the same object.
+Messages arrive on paho's network thread and go to a bounded queue; worker threads take them in
+batches (what is queued, up to the store's batch size), validate and store them, make the batch
+durable with one `sync()`, retrying with backoff for as long as that fails. A QoS 1 message is
+acknowledged only once its object is durable, so a crash or restart makes the broker redeliver
+it, and because keys derive from the metadata the redelivery overwrites the same object.
 """
 
 from __future__ import annotations
@@ -69,7 +70,12 @@ class Processor(Component):
         self.stored = Counter("facepipe_processor_stored_total", "faces stored", registry=reg)
         self.rejected = Counter("facepipe_processor_rejected_total", "messages rejected, by reason", ["reason"], registry=reg)
         self.store_errors = Counter("facepipe_processor_store_errors_total", "failed store attempts (retried)", registry=reg)
-        self.store_seconds = Histogram("facepipe_processor_store_seconds", "time to store one face", registry=reg, buckets=LATENCY_BUCKETS)
+        self.store_seconds = Histogram(
+            "facepipe_processor_store_seconds",
+            "time to store one face (a batch's put and sync time, divided by its faces)",
+            registry=reg,
+            buckets=LATENCY_BUCKETS,
+        )
         self.latency = Histogram(
             "facepipe_processor_capture_to_stored_seconds", "capture to stored, from captured_at", registry=reg, buckets=LATENCY_BUCKETS
         )
@@ -130,53 +136,71 @@ class Processor(Component):
         except StoreUnavailable as exc:
             self.log.error("retention.failed", extra={"error": str(exc)})
 
+    def _take(self) -> list[mqtt.MQTTMessage]:
+        """The next message (waiting briefly) and whatever else is queued, up to the store's batch size."""
+        try:
+            batch = [self.queue.get(timeout=0.2)]
+        except queue.Empty:
+            return []
+        while len(batch) < self.store.max_batch:
+            try:
+                batch.append(self.queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
     def _work(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            try:
-                msg = self.queue.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            if self._handle(msg, stop):
+            for msg in self._handle(self._take(), stop):
                 self.link.client.ack(msg.mid, msg.qos)
 
-    def _handle(self, msg: mqtt.MQTTMessage, stop: threading.Event) -> bool:
-        """Validate and store one message; True when it may be acknowledged (stored or rejected)."""
-        self.received.inc()
-        self._count("received")
-        try:
-            face = prepare(msg.topic, msg.payload, getattr(msg, "properties", None), self.settings, self.store.prefix)
-        except ContractError as exc:
-            self.rejected.labels(exc.reason).inc()
-            self._count("rejected")
-            self.log.warning(
-                "face.rejected",
-                extra={"topic": msg.topic, "bytes": len(msg.payload), "reason": exc.reason, "detail": exc.detail[:300]},
-            )
-            return True
-        if not self._store_with_retry(face, stop):
-            return False
-        self.stored.inc()
-        self._count("stored")
-        if face.meta is not None:
-            self.latency.observe(max(0.0, (datetime.now(UTC) - face.meta.captured_at).total_seconds()))
-        self.log.info("face.stored", extra={"key": face.key, "bytes": len(face.png)})
-        return True
+    def _handle(self, batch: list[mqtt.MQTTMessage], stop: threading.Event) -> list[mqtt.MQTTMessage]:
+        """Validate and store a batch; return the messages that may be acknowledged (stored or rejected)."""
+        done: list[mqtt.MQTTMessage] = []
+        accepted: list[tuple[mqtt.MQTTMessage, StoredFace]] = []
+        for msg in batch:
+            self.received.inc()
+            self._count("received")
+            try:
+                accepted.append((msg, prepare(msg.topic, msg.payload, getattr(msg, "properties", None), self.settings, self.store.prefix)))
+            except ContractError as exc:
+                self.rejected.labels(exc.reason).inc()
+                self._count("rejected")
+                self.log.warning(
+                    "face.rejected",
+                    extra={"topic": msg.topic, "bytes": len(msg.payload), "reason": exc.reason, "detail": exc.detail[:300]},
+                )
+                done.append(msg)
+        if not accepted or not self._store_with_retry([face for _msg, face in accepted], stop):
+            return done
+        now = datetime.now(UTC)
+        for msg, face in accepted:
+            self.stored.inc()
+            self._count("stored")
+            if face.meta is not None:
+                self.latency.observe(max(0.0, (now - face.meta.captured_at).total_seconds()))
+            self.log.info("face.stored", extra={"key": face.key, "bytes": len(face.png)})
+            done.append(msg)
+        return done
 
-    def _store_with_retry(self, face: StoredFace, stop: threading.Event) -> bool:
-        """Store, retrying with backoff until it works; False only when stopping first (no ack then)."""
+    def _store_with_retry(self, faces: list[StoredFace], stop: threading.Event) -> bool:
+        """Store a batch and make it durable, retrying with backoff until it works; False only when stopping first
+        (no ack then). A failed batch is written again whole: puts are idempotent (keys derive from the metadata)."""
         delay = 0.5
         while not stop.is_set():
             started = time.perf_counter()
             try:
-                self.store.put(face.key, face.png, face.metadata)
-                self.store_seconds.observe(time.perf_counter() - started)
+                for face in faces:
+                    self.store.put(face.key, face.png, face.metadata)
+                self.store.sync()
+                self.store_seconds.observe((time.perf_counter() - started) / len(faces))
                 self.store_ok.set()
                 return True
             except StoreUnavailable as exc:
                 self.store_ok.clear()
                 self.store_errors.inc()
                 self._count("store_errors")
-                self.log.error("store.failed", extra={"key": face.key, "error": str(exc)[:500], "retry_in": delay})
+                self.log.error("store.failed", extra={"faces": len(faces), "error": str(exc)[:500], "retry_in": delay})
                 stop.wait(delay)
                 delay = min(delay * 2, self.settings.store_retry_max_seconds)
         return False

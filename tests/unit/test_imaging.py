@@ -79,3 +79,57 @@ def test_sniff() -> None:
     assert imaging.sniff(png_bytes()) == PNG
     assert imaging.sniff(jpeg_bytes()) == JPEG
     assert imaging.sniff(b"GIF89a") is None
+
+
+def chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_of(
+    rows: list[bytes], *, depth: int = 8, colour: int = 0, before_idat: bytes = b"", split_idat: bytes = b"", crc_delta: int = 0
+) -> bytes:
+    """A hand-built PNG of `rows` (each starting with its filter byte), one pixel byte per grey 8-bit pixel."""
+    width = (len(rows[0]) - 1) * 8 // (depth * imaging.PNG_CHANNELS[colour])
+    ihdr = chunk(b"IHDR", struct.pack(">IIBBBBB", width, len(rows), depth, colour, 0, 0, 0))
+    data = zlib.compress(b"".join(rows))
+    idat = chunk(b"IDAT", data[:10]) + split_idat + chunk(b"IDAT", data[10:])
+    if crc_delta:
+        idat = idat[:-1] + bytes([(idat[-1] + crc_delta) % 256])
+    return imaging.PNG_SIGNATURE + ihdr + before_idat + idat + imaging.PNG_IEND
+
+
+def test_hand_built_png_is_accepted_and_decodes() -> None:
+    payload = png_of([bytes([f]) + bytes(range(16)) for f in range(5)])
+    assert imaging.as_png(payload, PNG, LIMIT_BYTES, LIMIT_PIXELS) is payload
+    assert cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_UNCHANGED).shape == (5, 16)
+
+
+@pytest.mark.parametrize(
+    ("payload", "detail"),
+    [
+        (png_of([b"\x00" + bytes(16)] * 4, crc_delta=1), "fails its CRC"),
+        (png_of([b"\x00" + bytes(16), b"\x05" + bytes(16)]), "filter type 5"),
+        (png_of([b"\x00" + bytes(24)], depth=4, colour=2), "not a valid combination"),
+        (png_of([b"\x00" + bytes(16)] * 2, colour=3), "without a PLTE"),
+        (png_of([b"\x00" + bytes(16)] * 2, before_idat=chunk(b"ABCD", b"")), "unknown critical chunk"),
+        (png_of([b"\x00" + bytes(16)] * 2, before_idat=chunk(b"acTL", bytes(8))), "animated"),
+        (png_of([b"\x00" + bytes(16)] * 2, before_idat=chunk(b"ab\x00d", b"")), "not four ASCII letters"),
+        (png_of([b"\x00" + bytes(16)] * 2, colour=3, before_idat=chunk(b"PLTE", bytes(4))), "not 1-256 RGB entries"),
+        (png_of([b"\x00" + bytes(16)] * 2, split_idat=chunk(b"tEXt", b"a\x00b")), "consecutive"),
+    ],
+)
+def test_png_that_no_decoder_accepts_is_rejected_without_decoding(payload: bytes, detail: str) -> None:
+    with pytest.raises(ContractError, match=detail) as info:
+        imaging.validate(payload, PNG, LIMIT_BYTES, LIMIT_PIXELS)
+    assert info.value.reason == "undecodable"
+    assert cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_UNCHANGED) is None, "OpenCV would have refused it too"
+
+
+def test_png_with_too_little_or_too_much_image_data_is_rejected() -> None:
+    short = png_of([b"\x00" + bytes(16)] * 4)
+    ihdr_end = 8 + 25
+    lying = bytearray(short)
+    struct.pack_into(">I", lying, 8 + 8 + 4, 5)  # the header now says 5 rows, the data holds 4
+    lying[ihdr_end - 4 : ihdr_end] = struct.pack(">I", zlib.crc32(bytes(lying[12 : ihdr_end - 4])))
+    with pytest.raises(ContractError, match="ends after 68 of the 85 bytes"):
+        imaging.validate(bytes(lying), PNG, LIMIT_BYTES, LIMIT_PIXELS)

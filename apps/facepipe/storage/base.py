@@ -16,9 +16,15 @@ class Store(Protocol):
 
     url: str
     prefix: str
+    max_batch: int  # how many puts may share one sync()
 
     def put(self, key: str, png: bytes, metadata: dict[str, str]) -> None:
-        """Store (or overwrite) one object with its metadata; raise StoreUnavailable on failure."""
+        """Store (or overwrite) one object with its metadata; raise StoreUnavailable on failure.
+
+        The object is durable once `sync()` has returned after this put."""
+
+    def sync(self) -> None:
+        """Make every put that has returned durable; raise StoreUnavailable when that fails."""
 
     def check(self) -> None:
         """Raise StoreUnavailable when the store cannot be written (readiness)."""

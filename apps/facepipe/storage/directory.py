@@ -1,28 +1,51 @@
-"""Directory backend: the object key is the path; metadata goes to a `<key>.json` sidecar."""
+"""Directory backend: the object key is the path; metadata goes to a `<key>.json` sidecar.
+
+Durability comes in batches: `put` writes and renames without waiting for the disk, and one
+`sync()` makes the batch durable with Linux's syncfs(2) on the store's filesystem (one journal
+commit instead of two fsyncs per face: about 5x the rate, a fifth of the CPU). Where syncfs is
+not available, every file is fsync'd before its rename and `sync()` has nothing left to do.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import itertools
 import json
 import os
-import tempfile
+import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from facepipe.storage.base import StoreUnavailable
 
+BATCH_WITH_SYNCFS = 64
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write to a uniquely named temporary sibling, fsync, rename: readers never see a partial file,
-    and two workers storing the same key (a redelivery) never share a temporary file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+
+def _find_syncfs() -> Callable[[int], int] | None:
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        return ctypes.CDLL(None, use_errno=True).syncfs  # type: ignore[no-any-return]
+    except (OSError, AttributeError):
+        return None
+
+
+def _write_atomically(path: Path, data: bytes, temporary: str, fsync: bool) -> None:
+    """Write to the temporary sibling `temporary` (unique to this write), (fsync,) rename: readers never
+    see a partial file, and two workers storing the same key (a redelivery) never share a temporary file."""
+    tmp = path.with_name(temporary)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -31,24 +54,47 @@ class DirectoryStore:
 
     prefix = ""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, use_syncfs: bool = True) -> None:
         self.url = url
         self.root = Path(url[len("file://") :]).resolve()
+        self._root_text = str(self.root) + os.sep
+        self._syncfs = _find_syncfs() if use_syncfs else None
+        self.max_batch = BATCH_WITH_SYNCFS if self._syncfs else 1
+        # Temporary names: this store's random tag and a counter, unique across threads, processes and pods.
+        self._tag = secrets.token_hex(6)
+        self._writes = itertools.count()
 
     def _path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
-        if self.root not in path.parents:
+        path = os.path.normpath(os.path.join(self._root_text, key))
+        if not path.startswith(self._root_text):
             raise ValueError(f"key {key!r} escapes the store directory")
-        return path
+        return Path(path)
 
     def put(self, key: str, png: bytes, metadata: dict[str, str]) -> None:
         path = self._path(key)
+        fsync = self._syncfs is None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            _write_atomically(path.with_name(path.name + ".json"), json.dumps(metadata, sort_keys=True).encode())
-            _write_atomically(path, png)
+            number = next(self._writes)
+            sidecar = json.dumps(metadata, sort_keys=True).encode()
+            _write_atomically(path.with_name(path.name + ".json"), sidecar, f".{path.name}.json.{self._tag}-{number}.tmp", fsync)
+            _write_atomically(path, png, f".{path.name}.{self._tag}-{number}.tmp", fsync)
         except OSError as exc:
             raise StoreUnavailable(f"cannot write {path}: {exc}") from exc
+
+    def sync(self) -> None:
+        if self._syncfs is None:
+            return
+        try:
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot open {self.root} to sync it: {exc}") from exc
+        try:
+            if self._syncfs(fd) != 0:
+                error = ctypes.get_errno()
+                raise StoreUnavailable(f"syncfs({self.root}) failed: {os.strerror(error)}")
+        finally:
+            os.close(fd)
 
     def check(self) -> None:
         try:

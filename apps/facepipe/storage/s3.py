@@ -11,7 +11,9 @@ from facepipe.storage.base import StoreUnavailable
 
 
 class S3Store:
-    """Faces as S3 objects with their metadata as S3 user metadata."""
+    """Faces as S3 objects with their metadata as S3 user metadata (durable once put_object returns)."""
+
+    max_batch = 1
 
     def __init__(self, settings: StoreSettings, max_connections: int = 32) -> None:
         self.url = settings.store
@@ -40,6 +42,9 @@ class S3Store:
             self.client.put_object(Bucket=self.bucket, Key=key, Body=png, ContentType="image/png", Metadata=metadata, **self.encryption)
         except (BotoCoreError, ClientError) as exc:
             raise StoreUnavailable(f"s3://{self.bucket}/{key}: {exc}") from exc
+
+    def sync(self) -> None:
+        """Nothing to do: S3 answers a PUT once the object is durable."""
 
     def check(self) -> None:
         try:
