@@ -29,6 +29,47 @@ RECONNECT_MAX_SECONDS = 30
 
 MessageHandler = Callable[[mqtt.MQTTMessage], None]
 T = TypeVar("T")
+READ_CHUNK = 256 * 1024
+
+
+class ReadBufferedSocket:
+    """paho's socket with a read buffer: one recv() serves many of paho's reads.
+
+    paho reads each packet in three or more recv() calls (one byte of type, the length byte by
+    byte, then the rest), each a system call, plus a select() per packet. Here one recv() takes
+    whatever the kernel has, up to READ_CHUNK, and `pending()` reports what is buffered so paho's
+    loop reads on without waiting in select(), exactly as it does for bytes buffered inside TLS.
+    Everything else (send, fileno, close, setblocking...) is the wrapped socket's.
+    """
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._buffer = b""
+        self._offset = 0
+
+    def recv(self, size: int) -> bytes:
+        if self._offset >= len(self._buffer):
+            data = self._sock.recv(max(size, READ_CHUNK))
+            if len(data) <= size:
+                return data
+            self._buffer, self._offset = data, 0
+        chunk = self._buffer[self._offset : self._offset + size]
+        self._offset += len(chunk)
+        return chunk
+
+    def pending(self) -> int:
+        inner = self._sock.pending() if hasattr(self._sock, "pending") else 0
+        return len(self._buffer) - self._offset + inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+class Client(mqtt.Client):
+    """paho's client reading through a ReadBufferedSocket."""
+
+    def _create_socket(self) -> Any:
+        return ReadBufferedSocket(super()._create_socket())
 
 
 class AckTracker(Generic[T]):
@@ -104,7 +145,7 @@ class BrokerLink:
         self.subscriptions = subscriptions
         self.session_expiry = session_expiry
         self.connected = threading.Event()
-        self.client = mqtt.Client(
+        self.client = Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=mqtt.MQTTv5,

@@ -31,6 +31,9 @@ from facepipe.errors import FatalError
 MAGIC = b"FP"
 RECORD_HEADER = struct.Struct(">2sIIdI")
 SEGMENT_BYTES = 8 * 1024 * 1024
+# Records appended while the reader keeps up are also kept in memory, up to this many bytes, so the
+# sender does not read back what was just written; a reader that falls behind reads the files.
+RECENT_BYTES = 8 * 1024 * 1024
 CURSOR_SAVE_SECONDS = 0.2
 
 Position = tuple[int, int]  # (segment number, byte offset)
@@ -101,6 +104,7 @@ class Spool:
         max_bytes: int,
         max_age: float,
         segment_bytes: int = SEGMENT_BYTES,
+        recent_bytes: int = RECENT_BYTES,
         on_drop: Callable[[str, int], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -108,6 +112,7 @@ class Spool:
         self.max_bytes = max_bytes
         self.max_age = max_age
         self.segment_bytes = segment_bytes
+        self.recent_limit = recent_bytes
         self.on_drop = on_drop or (lambda _reason, _count: None)
         self.clock = clock
         self.counts = SpoolCounts()
@@ -136,6 +141,8 @@ class Spool:
             self.committed = (self.tail.number, 0)
         self.read_pos: Position = self.committed
         self.inflight: deque[Entry] = deque()
+        self.recent: deque[Entry] = deque()  # the newest records, contiguous, still unread
+        self.recent_bytes = 0
         self._reader: tuple[int, BinaryIO] | None = None
         self._cursor_saved_at = 0.0
 
@@ -188,8 +195,8 @@ class Spool:
 
     def append(self, header: bytes, payload: bytes) -> None:
         """Add a record at the tail (visible to the reader at once; durable after `sync`)."""
-        body = header + payload
-        record = RECORD_HEADER.pack(MAGIC, len(header), len(payload), self.clock(), zlib.crc32(body)) + body
+        body, now = header + payload, self.clock()
+        record = RECORD_HEADER.pack(MAGIC, len(header), len(payload), now, zlib.crc32(body)) + body
         with self.lock:
             if self.tail.size and self.tail.size + len(record) > self.segment_bytes:
                 # Records of the full segment may already be acknowledged to the edge by the next sync,
@@ -200,15 +207,41 @@ class Spool:
                 self.tail = self._new_segment(self.tail.number + 1)
             self._writer.write(record)
             self._writer.flush()
+            start = (self.tail.number, self.tail.size)
             self.tail.size += len(record)
             self.tail.records += 1
+            self._remember(Entry(start, (self.tail.number, self.tail.size), header, payload, now))
             self._enforce_size()
             self.lock.notify_all()
 
+    def _remember(self, entry: Entry) -> None:
+        """Keep `entry` for the reader if it continues what is kept (or is where the reader stands) and fits."""
+        follows = self.recent[-1].end == entry.start if self.recent else self.read_pos == entry.start
+        size = len(entry.header) + len(entry.payload)
+        if follows and self.recent_bytes + size <= self.recent_limit:
+            self.recent.append(entry)
+            self.recent_bytes += size
+
+    def _recall(self, position: Position) -> Entry | None:
+        """The kept record starting at `position`, if there is one (older kept records are forgotten)."""
+        while self.recent and self.recent[0].start <= position:
+            entry = self.recent.popleft()
+            self.recent_bytes -= len(entry.header) + len(entry.payload)
+            if entry.start == position:
+                return entry
+        return None
+
     def sync(self) -> None:
-        """Make every appended record durable (fsync)."""
+        """Make every record appended so far durable (fsync), without holding up `append` and `next` meanwhile.
+
+        The duplicate descriptor keeps the segment open even if `append` rotates away from it; a rotated
+        segment was fsync'd by `append` before it was closed."""
         with self.lock:
-            os.fsync(self._writer.fileno())
+            fd = os.dup(self._writer.fileno())
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def _enforce_size(self) -> None:
         """Drop whole oldest segments while the spool is over its byte limit (never the tail)."""
@@ -244,6 +277,8 @@ class Spool:
         if self.read_pos[0] <= number:
             self.read_pos = following
         self.inflight = deque(e for e in self.inflight if e.start[0] > number)
+        while self.recent and self.recent[0].start[0] <= number:
+            self._recall(self.recent[0].start)
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -259,6 +294,9 @@ class Spool:
                     return None, (segment_number, offset)
                 segment_number, offset = segment_number + 1, 0
                 continue
+            kept = self._recall((segment_number, offset))
+            if kept is not None:
+                return kept, kept.end
             if self._reader is None or self._reader[0] != segment_number:
                 if self._reader is not None:
                     self._reader[1].close()

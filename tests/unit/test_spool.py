@@ -91,3 +91,28 @@ def test_torn_tail_after_a_crash_is_counted_not_sent(tmp_path: Path) -> None:
     recovered = Spool(tmp_path, max_bytes=10**9, max_age=0)
     assert drain(recovered) == [b"complete"]
     assert recovered.counts.dropped["corrupt"] == 1
+
+
+def read_pattern(tmp_path: Path, recent_bytes: int) -> tuple[list[tuple[object, ...]], int]:
+    """Appends and reads interleaved (a reader keeping up, then falling behind, across segments)."""
+    spool = Spool(tmp_path / str(recent_bytes), max_bytes=10**9, max_age=0, segment_bytes=300, recent_bytes=recent_bytes)
+    seen, kept = [], 0
+    for step in range(60):
+        spool.append(f'{{"n":{step}}}'.encode(), f"face-{step:02d}".encode() * (1 + step % 4))
+        kept = max(kept, len(spool.recent))
+        for _ in range(1 if step < 20 or step > 40 else 0):  # keeps up, stalls, catches up slowly
+            if (entry := spool.next()) is not None:
+                seen.append((entry.start, entry.end, entry.header, entry.payload, entry.spooled_at))
+                spool.ack(entry)
+    seen += [(e.start, e.end, e.header, e.payload, e.spooled_at) for e in iter(spool.next, None)]
+    spool.close()
+    return seen, kept
+
+
+def test_records_read_from_memory_are_the_records_in_the_files(tmp_path: Path) -> None:
+    from_files, kept_none = read_pattern(tmp_path, recent_bytes=0)
+    from_memory, kept_some = read_pattern(tmp_path, recent_bytes=200)  # overflows while the reader stalls
+    assert (kept_none, len(from_files)) == (0, 60)
+    assert kept_some > 1
+    assert [record[:4] for record in from_memory] == [record[:4] for record in from_files]
+    assert [record[2] for record in from_memory] == [f'{{"n":{n}}}'.encode() for n in range(60)]
