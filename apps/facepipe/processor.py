@@ -96,9 +96,9 @@ class Processor(Component):
             except queue.Full:
                 continue
 
-    def _count(self, name: str) -> None:
+    def _count(self, name: str, number: int = 1) -> None:
         with self.lock:
-            self.totals[name] += 1
+            self.totals[name] += number
 
     def run(self, stop: threading.Event) -> None:
         self.stopping = stop
@@ -158,9 +158,9 @@ class Processor(Component):
         """Validate and store a batch; return the messages that may be acknowledged (stored or rejected)."""
         done: list[mqtt.MQTTMessage] = []
         accepted: list[tuple[mqtt.MQTTMessage, StoredFace]] = []
+        self.received.inc(len(batch))
+        self._count("received", len(batch))
         for msg in batch:
-            self.received.inc()
-            self._count("received")
             try:
                 accepted.append((msg, prepare(msg.topic, msg.payload, getattr(msg, "properties", None), self.settings, self.store.prefix)))
             except ContractError as exc:
@@ -174,9 +174,9 @@ class Processor(Component):
         if not accepted or not self._store_with_retry([face for _msg, face in accepted], stop):
             return done
         now = datetime.now(UTC)
+        self.stored.inc(len(accepted))
+        self._count("stored", len(accepted))
         for msg, face in accepted:
-            self.stored.inc()
-            self._count("stored")
             if face.meta is not None:
                 self.latency.observe(max(0.0, (now - face.meta.captured_at).total_seconds()))
             self.log.info("face.stored", extra={"key": face.key, "bytes": len(face.png)})

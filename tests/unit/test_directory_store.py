@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,16 @@ def test_unwritable_store_is_unavailable_not_a_crash(tmp_path: Path) -> None:
     store = DirectoryStore(f"file://{tmp_path / 'faces'}")
     with pytest.raises(StoreUnavailable, match="cannot write"):
         store.put(KEY, b"x", {})
+
+
+@pytest.mark.parametrize("use_syncfs", [True, False], ids=["syncfs-per-batch", "fsync-per-file"])
+def test_a_folder_removed_by_retention_is_created_again(tmp_path: Path, use_syncfs: bool) -> None:
+    store = DirectoryStore(f"file://{tmp_path}", use_syncfs=use_syncfs)
+    store.put(KEY, b"\x89PNG old", {})
+    for path in (tmp_path / KEY, tmp_path / f"{KEY}.json"):
+        os.utime(path, (0, 0))
+    store.apply_retention(1)
+    assert not (tmp_path / KEY).parent.exists()
+    store.put(KEY, b"\x89PNG new", {})
+    store.sync()
+    assert (tmp_path / KEY).read_bytes() == b"\x89PNG new"

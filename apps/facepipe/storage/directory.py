@@ -49,6 +49,14 @@ def _write_atomically(path: Path, data: bytes, temporary: str, fsync: bool) -> N
         raise
 
 
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class DirectoryStore:
     """Faces as files under one root directory, laid out like the S3 keys."""
 
@@ -63,6 +71,7 @@ class DirectoryStore:
         # Temporary names: this store's random tag and a counter, unique across threads, processes and pods.
         self._tag = secrets.token_hex(6)
         self._writes = itertools.count()
+        self._directories: set[Path] = set()
 
     def _path(self, key: str) -> Path:
         path = os.path.normpath(os.path.join(self._root_text, key))
@@ -72,15 +81,38 @@ class DirectoryStore:
 
     def put(self, key: str, png: bytes, metadata: dict[str, str]) -> None:
         path = self._path(key)
-        fsync = self._syncfs is None
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            number = next(self._writes)
-            sidecar = json.dumps(metadata, sort_keys=True).encode()
-            _write_atomically(path.with_name(path.name + ".json"), sidecar, f".{path.name}.json.{self._tag}-{number}.tmp", fsync)
-            _write_atomically(path, png, f".{path.name}.{self._tag}-{number}.tmp", fsync)
+            try:
+                self._write_face(path, png, metadata)
+            except FileNotFoundError:  # retention removed the (known) folder meanwhile: create it again
+                self._directories.discard(path.parent)
+                self._write_face(path, png, metadata)
         except OSError as exc:
             raise StoreUnavailable(f"cannot write {path}: {exc}") from exc
+
+    def _write_face(self, path: Path, png: bytes, metadata: dict[str, str]) -> None:
+        fsync = self._syncfs is None
+        self._make_parent(path, fsync)
+        number = next(self._writes)
+        sidecar = json.dumps(metadata, sort_keys=True).encode()
+        _write_atomically(path.with_name(path.name + ".json"), sidecar, f".{path.name}.json.{self._tag}-{number}.tmp", fsync)
+        _write_atomically(path, png, f".{path.name}.{self._tag}-{number}.tmp", fsync)
+        if fsync:  # the renames are durable once their folder is
+            _fsync_directory(path.parent)
+
+    def _make_parent(self, path: Path, fsync: bool) -> None:
+        """Create the key's folder once (it holds the day's other faces of the device too)."""
+        if path.parent in self._directories:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if fsync:  # each new folder is durable once the folder holding it is
+            for folder in path.parent.parents:
+                _fsync_directory(folder)
+                if folder == self.root:
+                    break
+        if len(self._directories) > 10_000:
+            self._directories.clear()
+        self._directories.add(path.parent)
 
     def sync(self) -> None:
         if self._syncfs is None:
