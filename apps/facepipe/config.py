@@ -70,6 +70,10 @@ def non_negative(value: float) -> str | None:
     return None if value >= 0 else "must be 0 or more"
 
 
+def rate_or_off(value: float) -> str | None:
+    return None if value == 0 or value >= 1 else "must be 0 (off) or at least 1 (a track ends after a second unseen)"
+
+
 def fraction(value: float) -> str | None:
     return None if 0.0 <= value <= 1.0 else "must be between 0 and 1"
 
@@ -198,6 +202,19 @@ class CameraSettings:
     )
     motion_max_skip_seconds: float = setting(
         2.0, "FACEPIPE_MOTION_MAX_SKIP_SECONDS", "detect at least this often even without motion", check=positive
+    )
+    stable_max_fps: float = setting(
+        0.0,
+        "FACEPIPE_STABLE_MAX_FPS",
+        "with the track policy, cap on frames analysed per second while the faces in view are stable: tracked, none new "
+        "for FACEPIPE_STABLE_AFTER_SECONDS (0: no such cap)",
+        check=rate_or_off,
+    )
+    stable_after_seconds: float = setting(
+        0.0,
+        "FACEPIPE_STABLE_AFTER_SECONDS",
+        "the faces in view count as stable once no new one has appeared for this long (0: as soon as they are tracked)",
+        check=non_negative,
     )
     reconnect_seconds: float = setting(
         5.0, "FACEPIPE_SOURCE_RETRY_SECONDS", "wait before reopening a live source that failed", check=positive

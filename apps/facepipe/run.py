@@ -250,6 +250,7 @@ def _result(settings: RunSettings, pipeline: Pipeline, camera: dict[str, Any], s
         "frames": camera.get("frames", 0),
         "frames_dropped": camera.get("frames_dropped", 0),
         "frames_skipped_no_motion": camera.get("frames_skipped_no_motion", 0),
+        "frames_skipped_stable": camera.get("frames_skipped_stable", 0),
         "faces_detected": camera.get("faces_detected", 0),
         "published": published,
         "forwarded": forwarder.get("forwarded", 0),

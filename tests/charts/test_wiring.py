@@ -202,22 +202,25 @@ def test_edge_notes_say_an_emptydir_spool_is_lost(helm: h.Helm) -> None:
 
 
 @pytest.mark.parametrize("profile", EDGE)
-def test_camera_publish_policy_and_motion_gate(helm: h.Helm, render_cache: h.RenderCache, profile: str) -> None:
+def test_camera_publish_policy_motion_gate_and_stable_rate(helm: h.Helm, render_cache: h.RenderCache, profile: str) -> None:
     cam_values = h.effective_values("face-edge", profile)["camera"]
     docs = render_cache.get(helm, "face-edge", profile)
     (cam,) = h.find(docs, "Deployment", "camera")["spec"]["template"]["spec"]["containers"]
-    publish, gate = cam_values["publish"], cam_values["motionGate"]
+    publish, gate, stable = cam_values["publish"], cam_values["motionGate"], cam_values["stableFaces"]
     assert env_value(cam, "FACEPIPE_PUBLISH_POLICY") == publish["policy"]
     assert float(env_value(cam, "FACEPIPE_TRACK_REPUBLISH_SECONDS")) == publish["trackRepublishSeconds"]
     assert env_value(cam, "FACEPIPE_MOTION_GATE") == str(gate["enabled"]).lower()
     assert float(env_value(cam, "FACEPIPE_MOTION_THRESHOLD")) == gate["threshold"]
     assert float(env_value(cam, "FACEPIPE_MOTION_MAX_SKIP_SECONDS")) == gate["maxSkipSeconds"]
+    assert float(env_value(cam, "FACEPIPE_STABLE_MAX_FPS")) == stable["maxFps"]
+    assert float(env_value(cam, "FACEPIPE_STABLE_AFTER_SECONDS")) == stable["afterSeconds"]
 
 
 def test_profiles_cover_the_camera_and_spool_settings() -> None:
     """Some profile departs from each new default, so the wiring and check-config tests see it."""
     cams = [h.effective_values("face-edge", p)["camera"] for p in EDGE]
     assert any(c["publish"]["policy"] == "every" and c["motionGate"]["enabled"] for c in cams)
+    assert any(c["stableFaces"]["maxFps"] and c["stableFaces"]["afterSeconds"] for c in cams)
     spools = [h.effective_values("face-edge", p)["forwarder"]["spool"] for p in EDGE]
     assert any(s["maxBytes"] for s in spools) and any(s["maxAgeSeconds"] == 0 for s in spools)
 

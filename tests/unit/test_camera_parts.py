@@ -1,14 +1,16 @@
-"""Camera building blocks: crop margins, the newest-frame slot, the detector's scaling, seq gaps."""
+"""Camera building blocks: crop margins, the newest-frame slot, the detector's scaling, seq gaps, skipped frames."""
 
+import logging
 import threading
 from datetime import UTC, datetime
 
 import numpy as np
 import pytest
 
-from facepipe.camera.camera import crop_box
-from facepipe.camera.detect import downscale, to_source
+from facepipe.camera.camera import Camera, crop_box
+from facepipe.camera.detect import Detection, downscale, to_source
 from facepipe.camera.sources import Frame, LatestFrameSlot, SourceError, classify, open_reader
+from facepipe.config import CameraSettings
 from facepipe.contract import FaceMeta
 from facepipe.logger import SeqTracker
 
@@ -87,3 +89,33 @@ def test_seq_tracker_backlog_overtaken_by_new_faces_is_not_lost() -> None:
         assert tracker.observe(_meta(seq)) is False
     now[0] = 60.0
     assert tracker.expire() == []
+
+
+class OneFace:
+    """A detector that finds one face in every frame."""
+
+    name = "one-face"
+
+    def detect(self, frame: np.ndarray) -> list[Detection]:
+        return [Detection((100, 100, 60, 60), 0.9)]
+
+
+def test_camera_skips_frames_while_the_faces_are_stable_then_without_motion_and_counts_each_reason() -> None:
+    settings = CameraSettings(motion_gate=True, stable_max_fps=2.0, stable_after_seconds=0.5)
+    camera = Camera(settings, logging.getLogger("test"), detector=OneFace())
+    scene = np.zeros((240, 320, 3), np.uint8)
+
+    def moved(k: int) -> np.ndarray:
+        image = scene.copy()
+        image[:, 10 * k : 10 * k + 40] = 255  # a bar moving across the frame
+        return image
+
+    for k in range(16):  # 2 s at 8 frames/s, the scene moving
+        camera.analyse(Frame(k, moved(k), 0.0, k / 8))
+    totals = camera.summary()
+    # The face is new for half a second (frames 0-3 analysed), then stable: every 4th frame (2/s).
+    assert (totals["frames"], totals["frames_skipped_stable"], totals["frames_skipped_no_motion"]) == (7, 9, 0)
+    for k in range(16, 24):  # a still scene: the frames the stable rate lets through meet the motion gate
+        camera.analyse(Frame(k, moved(15), 0.0, k / 8))
+    totals = camera.summary()
+    assert (totals["frames"], totals["frames_skipped_stable"], totals["frames_skipped_no_motion"]) == (7, 15, 2)

@@ -46,10 +46,14 @@ def test_flag_beats_environment() -> None:
 
 def test_every_bad_value_is_listed_with_flag_and_variable() -> None:
     env = {"LOCAL_MQTT_PORT": "70000", "FACEPIPE_DETECTOR": "cnn", "LOCAL_MQTT_QOS": "2", "FACEPIPE_REALTIME": "maybe"}
+    env["FACEPIPE_STABLE_MAX_FPS"] = "0.5"  # slower than a track lives unseen
     with pytest.raises(config.ConfigError) as info:
         config.load(config.CameraSettings, None, env)
     text = str(info.value)
-    for needle in ("--local-port / LOCAL_MQTT_PORT", "--detector / FACEPIPE_DETECTOR", "--local-qos / LOCAL_MQTT_QOS", "FACEPIPE_REALTIME"):
+    for needle in (
+        "--local-port / LOCAL_MQTT_PORT", "--detector / FACEPIPE_DETECTOR", "--local-qos / LOCAL_MQTT_QOS", "FACEPIPE_REALTIME",
+        "--stable-max-fps / FACEPIPE_STABLE_MAX_FPS",
+    ):  # fmt: skip
         assert needle in text
 
 

@@ -17,7 +17,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from facepipe import imaging
 from facepipe.camera.detect import Detection, Detector, create_detector
 from facepipe.camera.sources import Frame, FrameSource, SourceError, classify
-from facepipe.camera.track import Candidate, MotionGate, Tracker, quality
+from facepipe.camera.track import Candidate, MotionGate, StableRate, Tracker, quality
 from facepipe.config import CameraSettings
 from facepipe.contract import CONTENT_TYPES, FaceMeta
 from facepipe.mqtt import AckTracker, BrokerLink, client_id
@@ -52,12 +52,25 @@ class Camera(Component):
         self.lock = threading.Lock()
         self.acks: AckTracker[int] = AckTracker(lambda _seq: self._published(), lambda seq, reason: self._drop("refused", seq, str(reason)))
         self.source_open = threading.Event()
-        self.totals = {"frames": 0, "frames_dropped": 0, "frames_skipped_no_motion": 0, "faces_detected": 0, "published": 0, "dropped": 0}
+        self.totals = {
+            "frames": 0, "frames_dropped": 0, "frames_skipped_no_motion": 0, "frames_skipped_stable": 0,
+            "faces_detected": 0, "published": 0, "dropped": 0,
+        }  # fmt: skip
         self.tracker = Tracker(settings.track_republish_seconds) if settings.publish_policy == "track" else None
         self.motion = MotionGate(settings.motion_threshold, settings.motion_max_skip_seconds) if settings.motion_gate else None
+        self.stable_rate = (
+            StableRate(self.tracker, settings.stable_max_fps, settings.stable_after_seconds)
+            if self.tracker is not None and settings.stable_max_fps
+            else None
+        )
         reg = self.registry
         self.frames = Counter("facepipe_camera_frames_total", "frames analysed", registry=reg)
-        self.skipped = Counter("facepipe_camera_frames_skipped_total", "frames not analysed: no motion", registry=reg)
+        self.skipped = Counter(
+            "facepipe_camera_frames_skipped_total",
+            "frames not analysed, by reason: no_motion (motion gate), stable (tracked faces stable, FACEPIPE_STABLE_MAX_FPS)",
+            ["reason"],
+            registry=reg,
+        )
         self.frames_dropped = Gauge(
             "facepipe_camera_frames_dropped", "frames skipped because the detector was busy (this run)", registry=reg
         )
@@ -119,11 +132,17 @@ class Camera(Component):
 
     # --- the loop --------------------------------------------------------------------------
 
+    def _skip(self, reason: str) -> None:
+        self.skipped.labels(reason).inc()
+        with self.lock:
+            self.totals[f"frames_skipped_{reason}"] += 1
+
     def analyse(self, frame: Frame) -> None:
+        if self.stable_rate is not None and not self.stable_rate.should_detect(frame.timestamp):
+            self._skip("stable")
+            return
         if self.motion is not None and not self.motion.should_detect(frame.image, frame.timestamp):
-            self.skipped.inc()
-            with self.lock:
-                self.totals["frames_skipped_no_motion"] += 1
+            self._skip("no_motion")
             return
         started = time.perf_counter()
         detections = self.detector.detect(frame.image)

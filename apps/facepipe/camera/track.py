@@ -1,13 +1,17 @@
-"""Duplicate suppression: a light IoU tracker and the `track` publish policy.
+"""Duplicate suppression: a light IoU tracker and the `track` publish policy; what may skip detection.
 
 With `track`, a face is published when its track starts, then at most every
 `republish_seconds` when a better crop has been seen, and once more when the track ends if
 the best crop since the last publish beats what was sent. Quality combines the detector's
 score, the face's size and its sharpness, so the crop kept is the clearest, largest view.
+
+Two gates spare the detector: `MotionGate` on frames where nothing moved, `StableRate` on
+frames that come too soon after the last one while the tracked faces are stable.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -67,6 +71,11 @@ class Tracker:
         self.max_missed_seconds = max_missed_seconds
         self.tracks: list[Track] = []
         self.next_id = 0
+        self.last_started = -math.inf  # when the newest track started
+
+    def stable(self, now: float, after_seconds: float) -> bool:
+        """Faces are in view (tracked) and none has appeared for `after_seconds`."""
+        return bool(self.tracks) and now - self.last_started >= after_seconds
 
     def update(self, candidates: list[Candidate], now: float) -> list[tuple[int, Candidate]]:
         """Match this frame's candidates; return (track id, crop) pairs to publish now."""
@@ -94,6 +103,7 @@ class Tracker:
             if ci not in matched:
                 track = Track(self.next_id, candidate.detection.bbox, now, best=candidate)
                 self.next_id += 1
+                self.last_started = now
                 self.tracks.append(track)
                 out.append(self._publish(track, now))
         ended = [t for t in self.tracks if now - t.last_seen > self.max_missed_seconds]
@@ -144,3 +154,23 @@ class MotionGate:
             self.last_open = now
             return True
         return False
+
+
+class StableRate:
+    """While the tracked faces are stable (Tracker.stable), lets at most `max_fps` frames a second through to detection.
+
+    Frames in view of known faces need not all be searched again: a new face is still found within
+    1 / max_fps seconds, and once one is, its track restarts the full rate for `after_seconds`.
+    """
+
+    def __init__(self, tracker: Tracker, max_fps: float, after_seconds: float) -> None:
+        self.tracker = tracker
+        self.period = 1.0 / max_fps
+        self.after_seconds = after_seconds
+        self.last_open = -math.inf
+
+    def should_detect(self, now: float) -> bool:
+        if self.tracker.stable(now, self.after_seconds) and now - self.last_open < self.period:
+            return False
+        self.last_open = now
+        return True
