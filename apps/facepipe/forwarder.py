@@ -22,7 +22,7 @@ from facepipe import contract
 from facepipe.config import ForwarderSettings
 from facepipe.mqtt import AckTracker, BrokerLink, client_id
 from facepipe.service import Component
-from facepipe.spool import Entry, Spool, decode_properties, encode_properties
+from facepipe.spool import Entry, Spool, encode_properties
 
 LOCAL_SESSION_EXPIRY = 7 * 86400
 # Edge acknowledgements wait for the spool's fsync; group them so one fsync covers many faces.
@@ -105,9 +105,7 @@ class Forwarder(Component):
             entry = self.spool.next(timeout=0.2)
             if entry is None:
                 continue
-            info = self.remote.client.publish(
-                self.topic, entry.payload, qos=self.settings.remote.qos, properties=decode_properties(entry.header)
-            )
+            info = self.remote.client.publish(self.topic, entry.payload, qos=self.settings.remote.qos, properties=entry.properties())
             if self.settings.remote.qos:
                 self.acks.sent(info.mid, entry)
             else:

@@ -49,7 +49,8 @@ _SPACED_NAME_OF = {ident: name for name, ident in _NAMES.items()}
 _NAME_OF = {ident: name.replace(" ", "") for name, ident in _NAMES.items()}
 _PACK_ORDER = [(name.replace(" ", ""), ident, _SPECS[ident][0]) for name, ident in _NAMES.items()]
 _MULTIPLE = frozenset({11, 38})
-_PRIVATE = frozenset({"packetType", "types", "names", "properties"})
+# paho's own attributes, plus the received block (`_wire`, dropped on any change) and PackedProperties' flag.
+_PRIVATE = frozenset({"packetType", "types", "names", "properties", "_wire", "_decoded"})
 _RANGES = {
     "ReceiveMaximum": (1, 65535),
     "TopicAlias": (1, 65535),
@@ -93,6 +94,7 @@ def _setattr(self: Properties, name: str, value: Any) -> None:
             value = [value]
         if name in self.__dict__:
             value = self.__dict__[name] + value
+    self.__dict__.pop("_wire", None)
     object.__setattr__(self, name, value)
 
 
@@ -111,6 +113,7 @@ def _set_names(self: Properties) -> list[str]:
 def _clear(self: Properties) -> None:
     for name in _set_names(self):
         delattr(self, name)
+    self.__dict__.pop("_wire", None)
 
 
 def _is_empty(self: Properties) -> bool:
@@ -231,7 +234,37 @@ def _unpack(self: Properties, buffer: bytes | bytearray) -> tuple[Properties, in
         setattr(self, name, value)
     if pairs:
         self.UserProperty = pairs
+    object.__setattr__(self, "_wire", bytes(view[:end]))
     return self, end
+
+
+def wire_block(props: Properties) -> bytes | None:
+    """The block `props` was decoded from, byte for byte, if it has not been changed since."""
+    return props.__dict__.get("_wire")
+
+
+class PackedProperties(Properties):
+    """An encoded property block: `pack()` returns it unchanged; attributes are decoded on first use.
+
+    For relaying a message: the forwarder republishes what it received without decoding and
+    re-encoding 13 properties; reading or changing an attribute behaves as on any Properties.
+    """
+
+    def __init__(self, block: bytes) -> None:
+        super().__init__(PacketTypes.PUBLISH)
+        object.__setattr__(self, "_wire", block)
+        object.__setattr__(self, "_decoded", False)
+
+    def pack(self) -> bytes:
+        block = wire_block(self)
+        return block if block is not None else _pack(self)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or self.__dict__.get("_decoded", True):
+            raise AttributeError(name)
+        object.__setattr__(self, "_decoded", True)
+        _unpack(self, self.__dict__["_wire"])
+        return object.__getattribute__(self, name)
 
 
 def install() -> None:

@@ -6,7 +6,8 @@ faces in flight at a crash are sent again and overwrite their own objects). Limi
 in age drop the oldest records, counted by reason, never silently.
 
 Record: MAGIC, header length, payload length, spooled-at time, CRC32 of header + payload,
-then the header (the MQTT 5 properties as JSON) and the payload.
+then the header (the relayed MQTT 5 properties, as the property block the wire carries) and the
+payload. Records of spools written by 0.1 (MAGIC_JSON: properties as JSON) are still read.
 """
 
 from __future__ import annotations
@@ -21,14 +22,20 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from facepipe.errors import FatalError
+from facepipe.mqtt_properties import PackedProperties, wire_block
 
-MAGIC = b"FP"
+MAGIC = b"F5"
+MAGIC_JSON = b"FP"  # the header is JSON: records written by facepipe 0.1
+MAGICS = (MAGIC, MAGIC_JSON)
+# Per-connection properties: the cloud broker assigns its own. Every other PUBLISH property is relayed.
+HOP_PROPERTIES = ("SubscriptionIdentifier", "TopicAlias")
+RELAYED_PROPERTIES = ("PayloadFormatIndicator", "MessageExpiryInterval", "ContentType", "ResponseTopic", "CorrelationData", "UserProperty")
 RECORD_HEADER = struct.Struct(">2sIIdI")
 SEGMENT_BYTES = 8 * 1024 * 1024
 # Records appended while the reader keeps up are also kept in memory, up to this many bytes, so the
@@ -44,20 +51,23 @@ class SpoolError(FatalError):
 
 
 def encode_properties(props: Properties | None) -> bytes:
-    """The forwarded MQTT 5 properties as a small JSON document."""
-    doc: dict[str, Any] = {}
-    if props is not None:
-        for name in ("ContentType", "ResponseTopic", "PayloadFormatIndicator", "MessageExpiryInterval"):
-            if hasattr(props, name):
-                doc[name] = getattr(props, name)
-        if hasattr(props, "CorrelationData"):
-            doc["CorrelationData"] = props.CorrelationData.hex()
-        if hasattr(props, "UserProperty"):
-            doc["UserProperty"] = [list(pair) for pair in props.UserProperty]
-    return json.dumps(doc, separators=(",", ":")).encode()
+    """The properties to relay as an MQTT 5 property block: the received bytes, unless some must be dropped."""
+    if props is None:
+        return b"\x00"
+    block = wire_block(props)
+    if block is not None and not any(name in props.__dict__ for name in HOP_PROPERTIES):
+        return block
+    relayed = Properties(PacketTypes.PUBLISH)
+    for name in RELAYED_PROPERTIES:
+        if hasattr(props, name):
+            setattr(relayed, name, getattr(props, name))
+    return bytes(relayed.pack())
 
 
-def decode_properties(header: bytes) -> Properties:
+def decode_properties(header: bytes, magic: bytes = MAGIC) -> Properties:
+    """Properties to publish from a record's header (kept encoded: the forwarder only relays them)."""
+    if magic == MAGIC:
+        return PackedProperties(header)
     doc = json.loads(header)
     props = Properties(PacketTypes.PUBLISH)
     for name in ("ContentType", "ResponseTopic", "PayloadFormatIndicator", "MessageExpiryInterval"):
@@ -79,7 +89,11 @@ class Entry:
     header: bytes
     payload: bytes
     spooled_at: float
+    magic: bytes = MAGIC
     done: bool = False
+
+    def properties(self) -> Properties:
+        return decode_properties(self.header, self.magic)
 
 
 @dataclass
@@ -173,7 +187,7 @@ class Spool:
                     break
                 magic, header_len, payload_len, _at, crc = RECORD_HEADER.unpack(raw)
                 body = handle.read(header_len + payload_len)
-                if magic != MAGIC or len(body) != header_len + payload_len or zlib.crc32(body) != crc:
+                if magic not in MAGICS or len(body) != header_len + payload_len or zlib.crc32(body) != crc:
                     self._count_drop("corrupt", 1)
                     break
                 segment.records += 1
@@ -306,11 +320,11 @@ class Spool:
             magic, header_len, payload_len, at, crc = RECORD_HEADER.unpack(handle.read(RECORD_HEADER.size))
             body = handle.read(header_len + payload_len)
             end = (segment_number, offset + RECORD_HEADER.size + header_len + payload_len)
-            if magic != MAGIC or zlib.crc32(body) != crc:
+            if magic not in MAGICS or zlib.crc32(body) != crc:
                 self._count_drop("corrupt", 1)
                 segment.size = offset  # the rest of this segment cannot be trusted
                 continue
-            return Entry((segment_number, offset), end, body[:header_len], body[header_len:], at), end
+            return Entry((segment_number, offset), end, body[:header_len], body[header_len:], at, magic), end
 
     def next(self, timeout: float = 0.0) -> Entry | None:
         """The next unsent record (waiting up to `timeout` for one); expired records are dropped."""

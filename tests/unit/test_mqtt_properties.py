@@ -18,7 +18,7 @@ from paho.mqtt.exception import MalformedPacket, MQTTException
 from paho.mqtt.packettypes import PacketTypes
 
 import facepipe.mqtt  # noqa: F401  (installs the codec)
-from facepipe.mqtt_properties import _unpack
+from facepipe.mqtt_properties import PackedProperties, _unpack, wire_block
 
 
 def load_reference() -> ModuleType:
@@ -59,7 +59,7 @@ def build(module: ModuleType, values: dict[str, Any]) -> Any:
 
 
 def decoded(props: Any) -> dict[str, Any]:
-    return {name: value for name, value in vars(props).items() if name not in ("packetType", "types", "names", "properties")}
+    return {name: value for name, value in vars(props).items() if name not in ("packetType", "types", "names", "properties", "_wire")}
 
 
 @settings(max_examples=300, deadline=None)
@@ -137,3 +137,29 @@ def test_setter_keeps_paho_checks() -> None:
     props.UserProperty = ("a", "1")
     props.UserProperty = [("b", "2")]
     assert props.UserProperty == [("a", "1"), ("b", "2")]
+
+
+def test_a_received_block_is_kept_until_the_properties_change() -> None:
+    props = patched.Properties(PacketTypes.PUBLISH)
+    props.ContentType = "image/png"
+    props.UserProperty = [("a", "1"), ("b", "2")]
+    block = props.pack()
+    received, _used = patched.Properties(PacketTypes.PUBLISH).unpack(block + b"payload")
+    assert wire_block(received) == block
+    received.UserProperty = ("c", "3")
+    assert wire_block(received) is None, "a changed object must not claim its old bytes"
+    assert decoded(patched.Properties(PacketTypes.PUBLISH).unpack(received.pack())[0])["UserProperty"][-1] == ("c", "3")
+
+
+def test_packed_properties_relay_the_block_and_decode_on_demand() -> None:
+    props = patched.Properties(PacketTypes.PUBLISH)
+    props.ContentType = "image/png"
+    props.UserProperty = [("schema", "facepipe/1"), ("seq", "7")]
+    block = props.pack()
+    relayed = PackedProperties(block)
+    assert relayed.pack() is block
+    assert relayed.UserProperty == [("schema", "facepipe/1"), ("seq", "7")]
+    assert relayed.ContentType == "image/png" and not hasattr(relayed, "ResponseTopic")
+    assert relayed.pack() == block
+    relayed.UserProperty = ("extra", "1")
+    assert relayed.pack() != block and relayed.pack().endswith(b"extra\x00\x011")

@@ -1,11 +1,13 @@
 """The forwarder's spool: order, restart, limits in bytes and age (counted), torn records."""
 
+import json
+import zlib
 from pathlib import Path
 
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from facepipe.spool import Spool, decode_properties, encode_properties
+from facepipe.spool import MAGIC_JSON, RECORD_HEADER, Spool, decode_properties, encode_properties
 
 
 def drain(spool: Spool, ack: bool = True) -> list[bytes]:
@@ -116,3 +118,28 @@ def test_records_read_from_memory_are_the_records_in_the_files(tmp_path: Path) -
     assert kept_some > 1
     assert [record[:4] for record in from_memory] == [record[:4] for record in from_files]
     assert [record[2] for record in from_memory] == [f'{{"n":{n}}}'.encode() for n in range(60)]
+
+
+def test_per_connection_properties_are_not_relayed() -> None:
+    received = Properties(PacketTypes.PUBLISH)
+    received.ContentType = "image/png"
+    received.UserProperty = [("schema", "facepipe/1")]
+    received.SubscriptionIdentifier = 7
+    received.TopicAlias = 3
+    relayed = decode_properties(encode_properties(received))
+    assert relayed.ContentType == "image/png" and relayed.UserProperty == [("schema", "facepipe/1")]
+    assert not hasattr(relayed, "SubscriptionIdentifier") and not hasattr(relayed, "TopicAlias")
+
+
+def test_records_of_a_0_1_spool_are_still_sent(tmp_path: Path) -> None:
+    """facepipe 0.1 spooled the properties as JSON (record magic FP): an upgraded forwarder sends them."""
+    header = json.dumps({"ContentType": "image/png", "UserProperty": [["schema", "facepipe/1"], ["seq", "4"]]}).encode()
+    body = header + b"old face"
+    (tmp_path / "seg-000000000000.spool").write_bytes(RECORD_HEADER.pack(MAGIC_JSON, len(header), 8, 1.0, zlib.crc32(body)) + body)
+    spool = Spool(tmp_path, max_bytes=10**9, max_age=0)
+    spool.append(encode_properties(None), b"new face")
+    old, new = spool.next(), spool.next()
+    assert old is not None and new is not None
+    assert (old.payload, old.properties().UserProperty) == (b"old face", [("schema", "facepipe/1"), ("seq", "4")])
+    assert (new.payload, new.properties().pack()) == (b"new face", b"\x00")
+    spool.close()
