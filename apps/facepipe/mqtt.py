@@ -19,10 +19,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from facepipe import mqtt_properties
+from facepipe import mqtt_properties  # noqa: F401  (importing it installs the fast property codec)
 from facepipe.config import BrokerSettings
-
-mqtt_properties.install()
 
 RECONNECT_MIN_SECONDS = 1
 RECONNECT_MAX_SECONDS = 30

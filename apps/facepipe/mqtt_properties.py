@@ -5,7 +5,9 @@ the packet (the 17 KiB image included), every name lookup scans a table and ever
 rebuilds its tables. A face carries 13 properties, so decoding them cost 0.16 ms per message,
 the largest single cost of the forwarder and a large one of the logger and processor.
 
-`install()` swaps the hot methods of `paho.mqtt.properties.Properties` for the ones below.
+Importing this module swaps the hot methods of `paho.mqtt.properties.Properties` for the ones
+below (`install()`), for every paho client in the process: a received block is then kept with
+its Properties (`wire_block`), which the forwarder relays as is.
 Results are identical (tests/unit/test_mqtt_properties.py compares both codecs on generated
 properties and packets); errors differ on purpose in two ways:
 
@@ -277,3 +279,6 @@ def install() -> None:
     Properties.isEmpty = _is_empty  # type: ignore[method-assign]
     Properties.pack = _pack  # type: ignore[method-assign]
     Properties.unpack = _unpack  # type: ignore[method-assign]
+
+
+install()
