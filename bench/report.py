@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import platform
 import re
@@ -115,9 +116,11 @@ def _md(text: str) -> str:
 
 
 def parse_markdown_table(text: str) -> list[dict[str, str]]:
-    """The rows of the Figures table of a RESULTS.md (for tests and comparisons)."""
+    """The rows of the Figures table of a RESULTS.md (for tests and comparisons); later tables are not its rows."""
     lines = text.split("## Figures", 1)[-1].splitlines()
-    rows = [line for line in lines if line.startswith("| ")]
+    start = next((i for i, line in enumerate(lines) if line.startswith("| ")), len(lines))
+    table = itertools.takewhile(lambda line: line.startswith("|"), lines[start:])
+    rows = [line for line in table if line.startswith("| ")]  # not the |---| separator
     if not rows:
         return []
     header = [h.strip() for h in rows[0].strip("|").split("|")]
