@@ -79,16 +79,17 @@ def device_from_topic(base: str, topic: str) -> str:
 
 def format_timestamp(moment: datetime) -> str:
     """RFC 3339 UTC with milliseconds, e.g. 2026-11-24T21:34:05.123Z."""
-    utc = moment.astimezone(UTC)
-    return f"{utc.year:04d}-{utc:%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
+    u = moment.astimezone(UTC)
+    return f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}.{u.microsecond // 1000:03d}Z"
 
 
 def parse_timestamp(text: str) -> datetime:
     """Parse the `captured_at` form written by `format_timestamp`."""
     if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z", text):
         raise ContractError("bad_metadata", f"captured_at {text!r} is not YYYY-MM-DDTHH:MM:SS.mmmZ")
-    try:
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    try:  # fixed positions, checked above (strptime costs ten times as much)
+        fields = (text[0:4], text[5:7], text[8:10], text[11:13], text[14:16], text[17:19])
+        return datetime(*map(int, fields), int(text[20:23]) * 1000, tzinfo=UTC)
     except ValueError as exc:
         raise ContractError("bad_metadata", f"captured_at {text!r}: {exc}") from None
 
@@ -210,13 +211,13 @@ def _float(name: str, text: str) -> float:
 
 def _date_path(prefix: str, device: str, moment: datetime) -> str:
     utc = moment.astimezone(UTC)
-    parts = [prefix.strip("/"), device, f"{utc.year:04d}", f"{utc:%m}", f"{utc:%d}"]
+    parts = [prefix.strip("/"), device, f"{utc.year:04d}", f"{utc.month:02d}", f"{utc.day:02d}"]
     return "/".join(p for p in parts if p)
 
 
 def _time_of_day(moment: datetime) -> str:
     utc = moment.astimezone(UTC)
-    return f"{utc:%H%M%S}.{utc.microsecond // 1000:03d}"
+    return f"{utc.hour:02d}{utc.minute:02d}{utc.second:02d}.{utc.microsecond // 1000:03d}"
 
 
 def object_key(prefix: str, meta: FaceMeta) -> str:

@@ -3,6 +3,8 @@
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -94,3 +96,21 @@ def test_topics() -> None:
     for bad in ("cam_bin_remote/a/b", "other/edge-1", "cam_bin_remote/..", "cam_bin_remote/"):
         with pytest.raises(ContractError):
             contract.device_from_topic("cam_bin_remote", bad)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31), timezones=st.just(UTC)))
+def test_timestamps_and_key_times_are_the_strftime_forms_and_round_trip(moment: datetime) -> None:
+    text = contract.format_timestamp(moment)
+    assert text == f"{moment.year:04d}-{moment:%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"
+    assert contract.parse_timestamp(text) == moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+    key = contract.object_key("p", meta(captured_at=moment))
+    assert key.startswith(f"p/edge-1/{moment.year:04d}/{moment:%m/%d}/{moment:%H%M%S}.{moment.microsecond // 1000:03d}_")
+
+
+@pytest.mark.parametrize(
+    "text", ["2026-02-30T00:00:00.000Z", "0000-01-01T00:00:00.000Z", "2026-01-01T24:00:00.000Z", "2026-1-01T00:00:00.000Z"]
+)
+def test_impossible_timestamps_are_bad_metadata(text: str) -> None:
+    with pytest.raises(ContractError, match="captured_at"):
+        contract.parse_timestamp(text)
