@@ -43,6 +43,7 @@ WARM_UP = 100  # faces through a new stack before anything is measured
 P99_TARGET_SECONDS = 0.100
 DRAIN_TARGET = 2000.0
 DRAIN_FACTOR_TARGET = 5.0
+DRAIN_STORES = {"s3": "S3 (RGW)", "dir": "directory", "dir-syncfs": "directory, FACEPIPE_STORE_SYNC=filesystem"}
 RSS_TARGETS_MB = {"camera": 200, "logger": 60, "forwarder": 60, "processor": 150}
 
 
@@ -305,9 +306,9 @@ def drain_rows(ctx: Context, crops: Crops, sizes: Sizes) -> list[Row]:
     rows: list[Row] = []
     n = sizes.drain
     results: dict[str, Drain] = {}
-    for store in ("s3", "dir") if ctx.rgw() is not None else ("dir",):
+    for store in ("s3", "dir", "dir-syncfs") if ctx.rgw() is not None else ("dir", "dir-syncfs"):
         results[store] = drain = drain_processor(ctx, crops, n, store)
-        where = "S3 (RGW)" if store == "s3" else "directory"
+        where = DRAIN_STORES[store]
         ratio, met = at_least(drain.rate, DRAIN_TARGET)
         rows.append(
             Row(

@@ -23,7 +23,8 @@ S3_PREFIX = "faces"
 
 
 class Store:
-    """Where the processor stores: a bucket on the run's RGW (`s3`) or a directory (`dir`)."""
+    """Where the processor stores: a bucket on the run's RGW (`s3`) or a directory (`dir`; `dir-syncfs` with
+    FACEPIPE_STORE_SYNC=filesystem)."""
 
     def __init__(self, ctx: Context, kind: str, name: str, workdir: Path) -> None:
         self.kind = kind
@@ -39,7 +40,7 @@ class Store:
             )
         else:
             self.root = workdir / "faces"
-            self.settings = StoreSettings(store=f"file://{self.root}")
+            self.settings = StoreSettings(store=f"file://{self.root}", directory_sync="filesystem" if kind == "dir-syncfs" else "files")
 
     def env(self) -> dict[str, str]:
         return self.rgw.env() if self.rgw is not None else {}

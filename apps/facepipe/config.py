@@ -262,6 +262,13 @@ class StoreSettings:
     store: str = setting("file:///var/lib/facepipe/faces", "FACEPIPE_STORE", "file:///dir or s3://bucket/prefix", check=store_url)
     s3_endpoint_url: str = setting("", "AWS_ENDPOINT_URL", "S3 endpoint for S3-compatible stores (empty: AWS)")
     s3_region: str = setting("", ("AWS_REGION", "AWS_DEFAULT_REGION"), "S3 region (empty: the AWS default chain)")
+    directory_sync: str = setting(
+        "files",
+        "FACEPIPE_STORE_SYNC",
+        "how a directory store makes a batch durable: files (fsync each file and folder written) or filesystem "
+        "(one syncfs of the store's filesystem: fastest on a volume of its own, but it flushes every writer's data on a shared disk)",
+        choices=("files", "filesystem"),
+    )
     s3_sse: str = setting("none", "FACEPIPE_S3_SSE", "server-side encryption", choices=("none", "AES256", "aws:kms"))
     s3_kms_key_id: str = setting("", "FACEPIPE_S3_KMS_KEY_ID", "KMS key for aws:kms encryption (empty: the bucket's default key)")
     retention_days: int = setting(

@@ -61,6 +61,7 @@ CASES = [
     ("face-edge", ("argocd.syncWaves.enabled=sometimes",), "argocd.syncWaves.enabled"),
     ("face-cloud", ("argocd.syncWaves.wave=3",), "argocd.syncWaves.wave"),
     ("face-cloud", ("processor.store.type=ftp",), "processor.store.type"),
+    ("face-cloud", ("processor.store.directory.sync=never",), "processor.store.directory.sync"),
     ("face-cloud", ("processor.store.s3.sse=AES128",), "processor.store.s3.sse"),
     ("face-cloud", ("processor.store.s3.bucket=Bad_Bucket",), "processor.store.s3.bucket"),
     ("face-cloud", ("processor.store.s3.endpoint=s3.example.com",), "processor.store.s3.endpoint"),

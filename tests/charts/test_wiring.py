@@ -291,6 +291,7 @@ def test_processor_wiring(helm: h.Helm, render_cache: h.RenderCache, profile: st
         s3 = store["s3"]
         assert url == f"s3://{s3['bucket']}/{s3['prefix'].strip('/')}"
         assert env_value(proc, "FACEPIPE_S3_SSE") == s3["sse"]
+        assert h.env_item(proc, "FACEPIPE_STORE_SYNC") is None
         assert env_value(proc, "AWS_ENDPOINT_URL") == (s3["endpoint"] or None)
         assert env_value(proc, "AWS_REGION") == (s3["region"] or None)
         assert env_value(proc, "FACEPIPE_S3_KMS_KEY_ID") == (s3["kmsKeyId"] or None)
@@ -303,6 +304,7 @@ def test_processor_wiring(helm: h.Helm, render_cache: h.RenderCache, profile: st
         path = store["directory"]["path"]
         assert url == f"file://{path}"
         assert any(m["mountPath"] == path for m in proc["volumeMounts"])
+        assert env_value(proc, "FACEPIPE_STORE_SYNC") == store["directory"]["sync"]
         assert h.env_item(proc, "FACEPIPE_S3_SSE") is None
 
 
@@ -589,3 +591,10 @@ def test_checksums_hash_the_rendered_objects(helm: h.Helm, chart: str, profile: 
         for key, value in doc["spec"]["template"]["metadata"].get("annotations", {}).items():
             if key.startswith("checksum/"):
                 assert value in hashes, f"{doc['metadata']['name']} {key} hashes no document of this render"
+
+
+def test_directory_durability_mode_reaches_the_processor(helm: h.Helm) -> None:
+    for sync in ("files", "filesystem"):
+        docs = helm.template("face-cloud", sets=[f"processor.store.directory.sync={sync}"])
+        (proc,) = h.find(docs, "StatefulSet", "processor")["spec"]["template"]["spec"]["containers"]
+        assert env_value(proc, "FACEPIPE_STORE_SYNC") == sync

@@ -24,7 +24,8 @@ class Store(Protocol):
         The object is durable once `sync()` has returned after this put."""
 
     def sync(self) -> None:
-        """Make every put that has returned durable; raise StoreUnavailable when that fails."""
+        """Make every put this thread made since its last sync durable; raise StoreUnavailable when that fails,
+        after which those puts must be made again before they can count as stored."""
 
     def check(self) -> None:
         """Raise StoreUnavailable when the store cannot be written (readiness)."""
@@ -41,4 +42,4 @@ def open_store(settings: StoreSettings) -> Store:
         return S3Store(settings)
     from facepipe.storage.directory import DirectoryStore
 
-    return DirectoryStore(settings.store)
+    return DirectoryStore(settings.store, use_syncfs=settings.directory_sync == "filesystem")
