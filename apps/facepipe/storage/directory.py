@@ -19,6 +19,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from facepipe.storage.base import StoreUnavailable
@@ -49,23 +50,24 @@ def _write_atomically(path: Path, data: bytes, temporary: str) -> None:
         raise
 
 
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+def _sync_open(path: Path, call: Callable[[int], object], name: str, flags: int = 0) -> None:
+    """`call` (fsync or syncfs) on a descriptor of `path`; OSError when it fails."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | flags)
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _with_directory(directory: Path, call: Callable[[int], object], name: str) -> None:
-    """`call` (fsync or syncfs) on a descriptor of `directory`; OSError when it fails."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        if call(fd) not in (None, 0):
+        if call(fd) not in (None, 0):  # os.fsync raises; syncfs through ctypes returns -1 and sets errno
             error = ctypes.get_errno()
-            raise OSError(error, f"{name}({directory}): {os.strerror(error)}")
+            raise OSError(error, f"{name}({path}): {os.strerror(error)}")
     finally:
         os.close(fd)
+
+
+@dataclass
+class _Unsynced:
+    """What one worker wrote since its last sync: files to fsync, and folders whose entries changed
+    (renames into them, folders created in them). Dicts as ordered sets: each is synced once."""
+
+    files: dict[Path, None] = field(default_factory=dict)
+    folders: dict[Path, None] = field(default_factory=dict)
 
 
 class DirectoryStore:
@@ -85,7 +87,7 @@ class DirectoryStore:
         self._tag = secrets.token_hex(6)
         self._writes = itertools.count()
         self._directories: set[Path] = set()
-        self._unsynced = threading.local()  # per worker: paths written since its last sync()
+        self._local = threading.local()  # per worker: its _Unsynced
 
     def _path(self, key: str) -> Path:
         path = os.path.normpath(os.path.join(self._root_text, key))
@@ -93,10 +95,10 @@ class DirectoryStore:
             raise ValueError(f"key {key!r} escapes the store directory")
         return Path(path)
 
-    def _pending(self) -> list[Path]:
-        if not hasattr(self._unsynced, "paths"):
-            self._unsynced.paths = []
-        return self._unsynced.paths  # type: ignore[no-any-return]
+    def _unsynced(self) -> _Unsynced:
+        if not hasattr(self._local, "unsynced"):
+            self._local.unsynced = _Unsynced()
+        return self._local.unsynced  # type: ignore[no-any-return]
 
     def put(self, key: str, png: bytes, metadata: dict[str, str]) -> None:
         path = self._path(key)
@@ -115,36 +117,39 @@ class DirectoryStore:
         sidecar = path.with_name(path.name + ".json")
         _write_atomically(sidecar, json.dumps(metadata, sort_keys=True).encode(), f".{path.name}.json.{self._tag}-{number}.tmp")
         _write_atomically(path, png, f".{path.name}.{self._tag}-{number}.tmp")
-        self._pending().extend((sidecar, path))
+        unsynced = self._unsynced()
+        unsynced.files.update(dict.fromkeys((sidecar, path)))
+        unsynced.folders[path.parent] = None
 
     def _make_parent(self, path: Path) -> None:
         """Create the key's folder once (it holds the day's other faces of the device too)."""
         if path.parent in self._directories:
             return
-        created = [folder for folder in (path.parent, *path.parent.parents) if not folder.exists() and folder != self.root]
+        below_root = itertools.takewhile(lambda folder: folder != self.root, (path.parent, *path.parent.parents))
+        created = [folder for folder in below_root if not folder.exists()]
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._pending().extend(created)  # a new folder is durable once the folder holding it is
+        self._unsynced().folders.update(dict.fromkeys(folder.parent for folder in created))  # new folders' entries
         if len(self._directories) > 10_000:
             self._directories.clear()
         self._directories.add(path.parent)
 
     def sync(self) -> None:
-        pending = self._pending()
-        if not pending:
+        unsynced = self._unsynced()
+        if not unsynced.files and not unsynced.folders:
             return
         try:
             if self._syncfs is not None:
-                _with_directory(self.root, self._syncfs, "syncfs")
+                _sync_open(self.root, self._syncfs, "syncfs", os.O_DIRECTORY)
             else:
-                for path in dict.fromkeys(pending):  # each written file, once
-                    if not path.is_dir():
-                        _fsync_path(path)
-                for folder in dict.fromkeys(p.parent for p in pending):  # the renames and new folders
-                    _with_directory(folder, os.fsync, "fsync")
+                for path in unsynced.files:
+                    _sync_open(path, os.fsync, "fsync")
+                for folder in unsynced.folders:
+                    _sync_open(folder, os.fsync, "fsync", os.O_DIRECTORY)
         except OSError as exc:
             raise StoreUnavailable(f"cannot make {self.root} durable: {exc}") from exc
-        finally:
-            pending.clear()  # after a failure the caller puts the batch again (Store.sync)
+        finally:  # after a failure the caller puts the batch again (Store.sync)
+            unsynced.files.clear()
+            unsynced.folders.clear()
 
     def check(self) -> None:
         try:
