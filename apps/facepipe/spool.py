@@ -95,6 +95,10 @@ class Entry:
     def properties(self) -> Properties:
         return decode_properties(self.header, self.magic)
 
+    @property
+    def size(self) -> int:
+        return len(self.header) + len(self.payload)
+
 
 @dataclass
 class _Segment:
@@ -231,16 +235,19 @@ class Spool:
     def _remember(self, entry: Entry) -> None:
         """Keep `entry` for the reader if it continues what is kept (or is where the reader stands) and fits."""
         follows = self.recent[-1].end == entry.start if self.recent else self.read_pos == entry.start
-        size = len(entry.header) + len(entry.payload)
-        if follows and self.recent_bytes + size <= self.recent_limit:
+        if follows and self.recent_bytes + entry.size <= self.recent_limit:
             self.recent.append(entry)
-            self.recent_bytes += size
+            self.recent_bytes += entry.size
+
+    def _forget_oldest_kept(self) -> Entry:
+        entry = self.recent.popleft()
+        self.recent_bytes -= entry.size
+        return entry
 
     def _recall(self, position: Position) -> Entry | None:
         """The kept record starting at `position`, if there is one (older kept records are forgotten)."""
         while self.recent and self.recent[0].start <= position:
-            entry = self.recent.popleft()
-            self.recent_bytes -= len(entry.header) + len(entry.payload)
+            entry = self._forget_oldest_kept()
             if entry.start == position:
                 return entry
         return None
@@ -292,7 +299,7 @@ class Spool:
             self.read_pos = following
         self.inflight = deque(e for e in self.inflight if e.start[0] > number)
         while self.recent and self.recent[0].start[0] <= number:
-            self._recall(self.recent[0].start)
+            self._forget_oldest_kept()
 
     # --- reading ---------------------------------------------------------------------------
 
