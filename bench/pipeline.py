@@ -306,7 +306,7 @@ def drain_rows(ctx: Context, crops: Crops, sizes: Sizes) -> list[Row]:
     rows: list[Row] = []
     n = sizes.drain
     results: dict[str, Drain] = {}
-    for store in ("s3", "dir", "dir-syncfs") if ctx.rgw() is not None else ("dir", "dir-syncfs"):
+    for store in [kind for kind in DRAIN_STORES if kind != "s3" or ctx.rgw() is not None]:
         results[store] = drain = drain_processor(ctx, crops, n, store)
         where = DRAIN_STORES[store]
         ratio, met = at_least(drain.rate, DRAIN_TARGET)
