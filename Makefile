@@ -25,12 +25,13 @@ system:
 models: venv
 	$(VENV)/bin/facepipe models fetch --manifest models/manifest.json
 
-# Helm 3 + 4, kubectl, checkov, etcd + kube-apiserver, podman + base image: all cached under
+# Helm 3 + 4, kubectl, checkov, etcd + kube-apiserver, Prometheus + promtool, podman + base image: all cached under
 # $${FACEPIPE_TOOLS_CACHE:-/var/cache/facepipe-tools}; a second run takes seconds.
 tools:
 	bash .ci/install-helm.sh >/dev/null
 	bash .ci/install-checkov.sh >/dev/null
 	bash .ci/install-kube.sh >/dev/null
+	bash .ci/install-prometheus.sh >/dev/null
 	if [ -f .ci/install-podman.sh ]; then bash .ci/install-podman.sh >/dev/null; fi
 
 demo:
