@@ -176,17 +176,25 @@ def _wait_stored(pipeline: Pipeline, published: int, settings: RunSettings, log:
         time.sleep(0.1)
 
 
-def _report_progress(pipeline: Pipeline, log: logging.Logger) -> None:
-    camera = pipeline["camera"].metrics()
-    processor = pipeline["processor"].metrics()
-    log.info(
-        "run.progress",
-        extra={
-            "frames": int(camera.get("facepipe_camera_frames_total", 0)),
-            "published": int(camera.get("facepipe_camera_faces_published_total", 0)),
-            "stored": int(processor.get("facepipe_processor_stored_total", 0)),
-        },
-    )
+class Progress:
+    """run's progress line. The camera's counters are the last it reported: while it finishes it no
+    longer answers, and once it has exited they come from its summary, so the line never falls back to 0."""
+
+    def __init__(self, pipeline: Pipeline, log: logging.Logger) -> None:
+        self.pipeline = pipeline
+        self.log = log
+        self.frames = self.published = 0
+
+    def camera_finished(self, summary: dict[str, Any]) -> None:
+        self.frames, self.published = int(summary.get("frames", self.frames)), int(summary.get("published", self.published))
+
+    def report(self) -> None:
+        camera = self.pipeline["camera"].metrics()
+        if camera:
+            self.frames = int(camera.get("facepipe_camera_frames_total", self.frames))
+            self.published = int(camera.get("facepipe_camera_faces_published_total", self.published))
+        stored = int(self.pipeline["processor"].metrics().get("facepipe_processor_stored_total", 0))
+        self.log.info("run.progress", extra={"frames": self.frames, "published": self.published, "stored": stored})
 
 
 def run_pipeline(settings: RunSettings, log: logging.Logger) -> int:
@@ -217,18 +225,21 @@ def run_pipeline(settings: RunSettings, log: logging.Logger) -> int:
         for name in ("processor", "forwarder", "logger"):
             pipeline[name].wait_ready()
         camera = pipeline["camera"].start().process
+        progress = Progress(pipeline, log)
         last_report = time.monotonic()
         while camera.running():
             time.sleep(0.1)
             if time.monotonic() - last_report >= PROGRESS_SECONDS:
-                _report_progress(pipeline, log)
+                progress.report()
                 last_report = time.monotonic()
         if camera.returncode() != 0:
             log.error("run.camera_failed", extra={"code": camera.returncode(), "log": camera.log_tail(10)})
             print(camera.log_tail(10), file=sys.stderr)
             return 2
         camera_summary = pipeline["camera"].summary()
+        progress.camera_finished(camera_summary)
         _wait_stored(pipeline, int(camera_summary.get("published", 0)), settings, log)
+        progress.report()
         pipeline.stop()
         result = _result(settings, pipeline, camera_summary, time.monotonic() - started, workdir)
         print(json.dumps(result), flush=True)

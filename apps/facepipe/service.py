@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import signal
@@ -13,6 +14,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from facepipe.config import CommonSettings
+from facepipe.errors import FatalError
 from facepipe.mqtt import LinkMetrics
 from facepipe.observe import HealthServer
 
@@ -54,6 +56,26 @@ def _report_progress(component: Component, stop: threading.Event) -> None:
             last = now
 
 
+def start_health_server(component: Component) -> HealthServer | None:
+    """The /healthz /readyz /metrics server on FACEPIPE_HTTP_PORT (None when that is 0); a port that
+    cannot be had stops the component with a FatalError naming the port and the setting."""
+    common = component.common
+    if not common.http_port:
+        return None
+    try:
+        health = HealthServer(common.http_host, common.http_port, component.registry, component.ready).start()
+    except OSError as exc:
+        problem = (
+            "is already in use (another component on this host?)" if exc.errno == errno.EADDRINUSE else f"cannot be used: {exc.strerror}"
+        )
+        raise FatalError(
+            f"port {common.http_port} on {common.http_host} for /healthz /readyz /metrics {problem}; "
+            "give each component its own port with FACEPIPE_HTTP_PORT (--http-port), or 0 to turn the server off"
+        ) from None
+    component.log.info("http.listening", extra={"address": f"{common.http_host}:{health.port}"})
+    return health
+
+
 def serve(component: Component) -> int:
     """Run a component with /healthz /readyz /metrics, stopping cleanly on SIGTERM or SIGINT."""
     stop = threading.Event()
@@ -64,10 +86,7 @@ def serve(component: Component) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    health = None
-    if component.common.http_port:
-        health = HealthServer(component.common.http_host, component.common.http_port, component.registry, component.ready).start()
-        component.log.info("http.listening", extra={"address": f"{component.common.http_host}:{health.port}"})
+    health = start_health_server(component)
     threading.Thread(target=_report_progress, args=(component, stop), name="progress", daemon=True).start()
     try:
         component.run(stop)

@@ -43,6 +43,10 @@ def run_pipeline(source: Path, store: str, model_dir: Path, workdir: Path, env: 
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     print("\nrun summary:", summary)
+    # The last progress line keeps the camera's final counters (it once fell back to 0 when the camera ended).
+    progress = [json.loads(line) for line in done.stderr.splitlines() if '"run.progress"' in line]
+    assert progress, done.stderr[-3000:]
+    assert {k: progress[-1][k] for k in ("frames", "published", "stored")} == {k: summary[k] for k in ("frames", "published", "stored")}
     return summary
 
 
