@@ -9,6 +9,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -19,6 +20,13 @@ from tests.support.rgw import RadosGateway, rgw_available
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 SHARED_DATA = SHARED / "data"
+
+
+def unavailable(require_switch: str, reason: str) -> NoReturn:
+    """Skip a test whose tool is missing, or fail it when CI requires the tool (`require_switch` set)."""
+    if os.environ.get(require_switch, "") not in ("", "0"):
+        pytest.fail(f"{require_switch} is set but {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 # --- data and models ---
@@ -184,11 +192,26 @@ def kube_api(tmp_path_factory):
 
     bin_dir, reason = kube_binaries()
     if bin_dir is None:
-        if os.environ.get("FACEPIPE_REQUIRE_KUBE", "") not in ("", "0"):
-            pytest.fail(f"FACEPIPE_REQUIRE_KUBE is set but {reason}", pytrace=False)
-        pytest.skip(reason)
+        unavailable("FACEPIPE_REQUIRE_KUBE", reason)
     with KubeAPIServer(tmp_path_factory.mktemp("kube"), bin_dir) as server:
         yield server
+
+
+# --- Prometheus ---
+# prometheus and promtool 3.16.0 (`bash .ci/install-prometheus.sh`; see tests/support/prometheus.py).
+# Absent binaries skip the monitoring tests with the reason; FACEPIPE_REQUIRE_PROMETHEUS=1 (CI)
+# turns that skip into a failure.
+
+
+@pytest.fixture(scope="session")
+def prometheus_bin() -> Path:
+    """The directory holding the prometheus and promtool binaries."""
+    from tests.support import prometheus as support
+
+    directory, reason = support.binaries()
+    if directory is None:
+        unavailable("FACEPIPE_REQUIRE_PROMETHEUS", reason)
+    return directory
 
 
 # --- containers (podman) ---
@@ -213,9 +236,7 @@ def podman():
     binary = support.find_podman()
     if binary is None:
         reason = f"podman not found: {support.INSTALL_HINT}"
-        if os.environ.get("FACEPIPE_REQUIRE_PODMAN", "") not in ("", "0"):
-            pytest.fail(f"FACEPIPE_REQUIRE_PODMAN is set but {reason}", pytrace=False)
-        pytest.skip(reason)
+        unavailable("FACEPIPE_REQUIRE_PODMAN", reason)
     return support.setup(binary)
 
 
