@@ -25,12 +25,16 @@ system:
 models: venv
 	$(VENV)/bin/facepipe models fetch --manifest models/manifest.json
 
-# Helm 3 + 4, kubectl, checkov, etcd + kube-apiserver, Prometheus + promtool, podman + base image: all cached under
-# $${FACEPIPE_TOOLS_CACHE:-/var/cache/facepipe-tools}; a second run takes seconds.
+# Helm 3 + 4, kubectl, checkov, etcd + kube-apiserver, kube-scheduler, KWOK, Argo CD, Prometheus + promtool,
+# podman + base image: all cached under $${FACEPIPE_TOOLS_CACHE:-/var/cache/facepipe-tools}; a second run takes
+# seconds. On a fresh machine the Go builds take ~25 min on 2 cores: `make tools` alone warms the cache.
 tools:
 	bash .ci/install-helm.sh >/dev/null
 	bash .ci/install-checkov.sh >/dev/null
 	bash .ci/install-kube.sh >/dev/null
+	bash .ci/install-kube.sh kube-scheduler >/dev/null
+	bash .ci/install-kwok.sh >/dev/null
+	bash .ci/install-argocd.sh >/dev/null
 	bash .ci/install-prometheus.sh >/dev/null
 	if [ -f .ci/install-podman.sh ]; then bash .ci/install-podman.sh >/dev/null; fi
 

@@ -4,6 +4,11 @@
 #   etcd (go.etcd.io/etcd/server/v3 ${ETCD_VERSION}, the version that Kubernetes release pins).
 # into ${FACEPIPE_TOOLS_CACHE:-/var/cache/facepipe-tools}/kube-${KUBE_VERSION}/bin/.
 #
+# With arguments it builds only those commands of the same release into the same bin dir, each set
+# with a stamp of its own, so a tier that needs one more (`bash .ci/install-kube.sh kube-scheduler`
+# for the Argo CD tier) does not change the control plane's stamp, which would make every checkout
+# rebuild it. They share the module and build caches: a warm extra build takes about a minute.
+#
 # Idempotent: when the binaries and their stamp are already there it returns in well under a second.
 # The Go module cache and build cache live in the same cache dir, so a rebuild after a version bump
 # reuses them. Progress goes to stderr; the last line on stdout is the bin dir, so
@@ -14,12 +19,29 @@ set -euo pipefail
 
 KUBE_VERSION=v1.36.3
 ETCD_VERSION=v3.6.8 # build/dependencies.yaml of k8s.io/kubernetes v1.36.3: etcd 3.6.8
-KUBE_COMMANDS=(kube-apiserver kube-controller-manager)
+if [ $# -gt 0 ]; then
+    KUBE_COMMANDS=("$@") # extra commands only (no etcd), stamped on their own
+    SET_NAME=$(IFS=-; echo "$*")
+else
+    KUBE_COMMANDS=(kube-apiserver kube-controller-manager)
+    SET_NAME=""
+fi
+for name in "${KUBE_COMMANDS[@]}"; do
+    [[ $name =~ ^kube-[a-z-]+$ ]] || { echo "[install-kube] error: not a command of k8s.io/kubernetes/cmd: $name" >&2; exit 2; }
+done
 
 CACHE=${FACEPIPE_TOOLS_CACHE:-/var/cache/facepipe-tools}
 ROOT=$CACHE/kube-$KUBE_VERSION
 BIN=$ROOT/bin
-STAMP_WANTED="kubernetes=$KUBE_VERSION etcd=$ETCD_VERSION commands=${KUBE_COMMANDS[*]}"
+if [ -z "$SET_NAME" ]; then
+    STAMP=$BIN/.stamp
+    STAMP_WANTED="kubernetes=$KUBE_VERSION etcd=$ETCD_VERSION commands=${KUBE_COMMANDS[*]}"
+    EXECUTABLES=("${KUBE_COMMANDS[@]}" etcd)
+else
+    STAMP=$BIN/.stamp-$SET_NAME
+    STAMP_WANTED="kubernetes=$KUBE_VERSION commands=${KUBE_COMMANDS[*]}"
+    EXECUTABLES=("${KUBE_COMMANDS[@]}")
+fi
 
 log() { printf '[install-kube] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -40,10 +62,10 @@ fi
 
 have_all() {
     local name
-    for name in "${KUBE_COMMANDS[@]}" etcd; do
+    for name in "${EXECUTABLES[@]}"; do
         [ -x "$BIN/$name" ] || return 1
     done
-    [ -f "$BIN/.stamp" ] && [ "$(cat "$BIN/.stamp")" = "$STAMP_WANTED" ]
+    [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$STAMP_WANTED" ]
 }
 
 if have_all; then
@@ -72,7 +94,7 @@ export CGO_ENABLED=0
 export GOFLAGS="${GOFLAGS:-} -modcacherw"
 export GOWORK=off
 mkdir -p "$BIN"
-rm -f "$BIN/.stamp"
+rm -f "$STAMP"
 log "go: $(go version); cache: $ROOT; GOFLAGS=$GOFLAGS"
 
 # --- Kubernetes -----------------------------------------------------------------------------
@@ -88,7 +110,7 @@ mapfile -t staging < <(sed -n 's|^[[:space:]]*\(k8s\.io/[^[:space:]]*\)[[:space:
 [ "${#staging[@]}" -gt 10 ] || die "found only ${#staging[@]} staging replace lines in $kube_gomod"
 log "k8s.io/kubernetes $KUBE_VERSION: go $go_directive, ${#staging[@]} staging modules -> $staging_version"
 
-kmod=$ROOT/build-kubernetes
+kmod=$ROOT/build-kubernetes${SET_NAME:+-$SET_NAME}
 rm -rf "$kmod"
 mkdir -p "$kmod"
 {
@@ -123,12 +145,29 @@ for pkg in k8s.io/client-go/pkg/version k8s.io/component-base/version; do
     ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$build_date"
 done
 t1=$(date +%s.%N)
-log "building ${KUBE_COMMANDS[*]} (cold cache: about 8 min on 2 cores; warm: under a minute)"
+if [ -z "$SET_NAME" ]; then
+    log "building ${KUBE_COMMANDS[*]} (cold cache: about 8 min on 2 cores; warm: under a minute)"
+else
+    log "building ${KUBE_COMMANDS[*]} (with the control plane's build cache: about a minute)"
+fi
 (cd "$kmod" && go build -trimpath -ldflags="$ldflags" -o "$kmod/out/" "${kube_pkgs[@]}")
 for name in "${KUBE_COMMANDS[@]}"; do
     mv -f "$kmod/out/$name" "$BIN/$name"
 done
 log "built ${KUBE_COMMANDS[*]} ($(elapsed "$t1"))"
+
+finish() {
+    for name in "${KUBE_COMMANDS[@]}"; do
+        log "$name: $("$BIN/$name" --version 2>&1 | head -n1)"
+    done
+    echo "$STAMP_WANTED" >"$STAMP"
+    log "done in $(elapsed "$t_start")"
+    echo "$BIN"
+}
+if [ -n "$SET_NAME" ]; then
+    finish
+    exit 0
+fi
 
 # --- etcd -------------------------------------------------------------------------------------
 # Since 3.5 the etcd main package is the root of the go.etcd.io/etcd/server/v3 module; it gets its
@@ -144,10 +183,5 @@ printf 'module facepipe.invalid/etcd-tools\n\ngo %s\n\nrequire go.etcd.io/etcd/s
 mv -f "$emod/out/etcd" "$BIN/etcd"
 log "built etcd $ETCD_VERSION ($(elapsed "$t2"))"
 
-for name in "${KUBE_COMMANDS[@]}"; do
-    log "$name: $("$BIN/$name" --version 2>&1 | head -n1)"
-done
 log "etcd: $("$BIN/etcd" --version 2>&1 | head -n1)"
-echo "$STAMP_WANTED" >"$BIN/.stamp"
-log "done in $(elapsed "$t_start")"
-echo "$BIN"
+finish
