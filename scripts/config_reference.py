@@ -13,6 +13,7 @@ COMMANDS = {
     "processor": config.ProcessorSettings,
     "run": config.RunSettings,
     "probe": config.ProbeSettings,
+    "gallery": config.GallerySettings,
 }
 
 

@@ -1,4 +1,4 @@
-"""The `facepipe` command: one subcommand per component, `run`, `probe` and `models`."""
+"""The `facepipe` command: one subcommand per component, `run`, `probe`, `models` and `hash-password`."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[type, str]] = {
     "logger": (config.LoggerSettings, "log every face on the edge broker; count losses from seq gaps"),
     "forwarder": (config.ForwarderSettings, "republish faces from the edge broker to the cloud broker"),
     "processor": (config.ProcessorSettings, "validate faces from the cloud broker and store them as PNG"),
+    "gallery": (config.GallerySettings, "serve the face gallery: pages and a JSON API over the store, live updates, erasure"),
     "run": (config.RunSettings, "run the whole pipeline on this machine (own brokers) until the source ends"),
     "probe": (config.ProbeSettings, "publish one synthetic face and wait for a component's counter (helm test)"),
 }
@@ -47,7 +48,31 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("FACEPIPE_MODEL_MIRROR") or None,
         help="local folder to copy files from when it has them (env FACEPIPE_MODEL_MIRROR)",
     )
+    sub.add_parser(
+        "hash-password",
+        help="read a password from standard input, print its hash for a gallery users file",
+        description="Prints scrypt$N$r$p$salt$key; a users file line is <name>:<viewer|admin>:<hash>.",
+    )
     return parser
+
+
+def _hash_password() -> int:
+    from facepipe.gallery.auth import hash_password
+
+    if sys.stdin.isatty():
+        import getpass
+
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            print("facepipe hash-password: the passwords differ", file=sys.stderr)
+            return 1
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        print("facepipe hash-password: empty password", file=sys.stderr)
+        return 1
+    print(hash_password(password))
+    return 0
 
 
 def _component(command: str, settings: object) -> Callable[..., Component]:
@@ -63,6 +88,10 @@ def _component(command: str, settings: object) -> Callable[..., Component]:
         from facepipe.forwarder import Forwarder
 
         return Forwarder
+    if command == "gallery":
+        from facepipe.gallery.server import Gallery
+
+        return Gallery
     from facepipe.processor import Processor
 
     return Processor
@@ -70,6 +99,8 @@ def _component(command: str, settings: object) -> Callable[..., Component]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "hash-password":
+        return _hash_password()
     if args.command == "models":
         dest = args.dest or models.model_dir(os.environ.get("FACEPIPE_MODEL_DIR", ""))
         try:

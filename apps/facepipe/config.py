@@ -312,6 +312,90 @@ class ProbeSettings:
     timeout: float = setting(60.0, "FACEPIPE_PROBE_TIMEOUT", "seconds to wait for the counter", check=positive)
 
 
+def page_size(value: int) -> str | None:
+    return None if 1 <= value <= MAX_PAGE_SIZE else f"must be 1..{MAX_PAGE_SIZE}"
+
+
+def header_name(value: str) -> str | None:
+    return None if value and all(c.isalnum() or c == "-" for c in value) else "must be an HTTP header name (letters, digits, -)"
+
+
+MAX_PAGE_SIZE = 500
+
+
+@dataclass(frozen=True)
+class GallerySettings:
+    """`facepipe gallery`: pages and a JSON API over the store, live updates from the cloud broker."""
+
+    common: CommonSettings = group("", "", common, "common")
+    storage: StoreSettings = group("", "", StoreSettings, "storage")
+    broker: BrokerSettings = group(
+        "REMOTE_MQTT_", "remote", remote_broker, "cloud broker the gallery subscribes to for live updates (its own read-only user)"
+    )
+    live: bool = setting(
+        True, "FACEPIPE_GALLERY_LIVE", "show new faces on open pages as they are stored (a subscription to the cloud topic)"
+    )
+    host: str = setting("0.0.0.0", "FACEPIPE_GALLERY_HOST", "address of the gallery's pages and API")
+    port: int = setting(8081, "FACEPIPE_GALLERY_PORT", "port of the pages and API (users from FACEPIPE_GALLERY_USERS_FILE)", check=port)
+    proxy_port: int = setting(
+        0,
+        "FACEPIPE_GALLERY_PROXY_PORT",
+        "port whose requests say who the user is in FACEPIPE_GALLERY_PROXY_USER_HEADER, for an auth proxy in front; "
+        "only the proxy may reach it (0: off)",
+        check=http_port,
+    )
+    users_file: str = setting(
+        "", "FACEPIPE_GALLERY_USERS_FILE", "file of name:role:hash lines, role viewer or admin, hash from `facepipe hash-password`"
+    )
+    anonymous: str = setting(
+        "none", "FACEPIPE_GALLERY_ANONYMOUS", "role of a request without credentials (none: refused)", choices=("none", "viewer", "admin")
+    )
+    session_secret: str = setting(
+        "",
+        "FACEPIPE_GALLERY_SESSION_SECRET",
+        "key that signs session cookies (empty: a random one per process; set one for several replicas)",
+        secret=True,
+    )
+    session_hours: float = setting(12.0, "FACEPIPE_GALLERY_SESSION_HOURS", "hours a login lasts", check=positive)
+    secure_cookies: bool = setting(
+        True, "FACEPIPE_GALLERY_SECURE_COOKIES", "send the session cookie over HTTPS only (false for plain http on loopback)"
+    )
+    proxy_user_header: str = setting(
+        "X-Forwarded-User", "FACEPIPE_GALLERY_PROXY_USER_HEADER", "header with the user's name on the proxy port", check=header_name
+    )
+    proxy_groups_header: str = setting(
+        "X-Forwarded-Groups", "FACEPIPE_GALLERY_PROXY_GROUPS_HEADER", "header with the user's groups (comma-separated) on the proxy port",
+        check=header_name,
+    )  # fmt: skip
+    admin_users: str = setting("", "FACEPIPE_GALLERY_ADMIN_USERS", "proxy users who are admins (comma-separated)")
+    admin_groups: str = setting("", "FACEPIPE_GALLERY_ADMIN_GROUPS", "proxy groups whose members are admins (comma-separated)")
+    viewer_groups: str = setting(
+        "", "FACEPIPE_GALLERY_VIEWER_GROUPS", "proxy groups whose members may view (comma-separated; empty: whoever the proxy lets in)"
+    )
+    page_size: int = setting(
+        60, "FACEPIPE_GALLERY_PAGE_SIZE", f"faces per page when a request names no limit (1..{MAX_PAGE_SIZE})", check=page_size
+    )
+
+    def problems(self) -> list[str]:
+        """What no single setting shows: a gallery nobody can get into, a users file that cannot be used."""
+        found = []
+        if not self.users_file and not self.proxy_port and self.anonymous == "none":
+            found.append(
+                "the gallery lets nobody in: set FACEPIPE_GALLERY_USERS_FILE (--users-file), FACEPIPE_GALLERY_PROXY_PORT "
+                "(--proxy-port) or FACEPIPE_GALLERY_ANONYMOUS (--anonymous)"
+            )
+        if self.proxy_port and self.proxy_port == self.port:
+            found.append("FACEPIPE_GALLERY_PROXY_PORT must differ from FACEPIPE_GALLERY_PORT: the trusted header is honoured on it alone")
+        if self.users_file:
+            from facepipe.gallery.auth import AuthError, UserFile
+
+            try:
+                UserFile(self.users_file)
+            except AuthError as exc:
+                found.append(f"--users-file / FACEPIPE_GALLERY_USERS_FILE: {exc}")
+        return found
+
+
 @dataclass(frozen=True)
 class RunSettings:
     """`facepipe run`: the whole pipeline on one machine."""
@@ -439,7 +523,11 @@ def load(cls: type[T], args: argparse.Namespace | None = None, environ: Mapping[
         values[leaf.path] = value
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
-    return _build(cls, values, ())
+    built = _build(cls, values, ())
+    problems = built.problems() if hasattr(built, "problems") else []
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    return built
 
 
 def _build(cls: type[T], values: dict[tuple[str, ...], Any], path: tuple[str, ...]) -> T:
@@ -481,6 +569,6 @@ def environment_names(cls: type) -> list[str]:
 
 __all__ = [
     "BrokerSettings", "CameraSettings", "CommonSettings", "ConfigError", "DetectorSettings",
-    "ForwarderSettings", "LoggerSettings", "ProbeSettings", "ProcessorSettings", "RunSettings", "StoreSettings",
+    "ForwarderSettings", "GallerySettings", "LoggerSettings", "ProbeSettings", "ProcessorSettings", "RunSettings", "StoreSettings",
     "add_arguments", "describe", "environment_names", "load", "print_effective", "to_environment",
 ]  # fmt: skip

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -209,12 +209,6 @@ def _float(name: str, text: str) -> float:
     return float(text)
 
 
-def _date_path(prefix: str, device: str, moment: datetime) -> str:
-    utc = moment.astimezone(UTC)
-    parts = [prefix.strip("/"), device, f"{utc.year:04d}", f"{utc.month:02d}", f"{utc.day:02d}"]
-    return "/".join(p for p in parts if p)
-
-
 def _time_of_day(moment: datetime) -> str:
     utc = moment.astimezone(UTC)
     return f"{utc.hour:02d}{utc.minute:02d}{utc.second:02d}.{utc.microsecond // 1000:03d}"
@@ -223,10 +217,60 @@ def _time_of_day(moment: datetime) -> str:
 def object_key(prefix: str, meta: FaceMeta) -> str:
     """`<prefix>/<device>/<YYYY>/<MM>/<DD>/<HHMMSS.mmm>_<camera>_<boot>_<seq>.png`."""
     name = f"{_time_of_day(meta.captured_at)}_{meta.camera}_{meta.boot}_{meta.seq}.png"
-    return f"{_date_path(prefix, meta.device, meta.captured_at)}/{name}"
+    return day_prefix(prefix, meta.device, meta.captured_at.astimezone(UTC).date()) + name
 
 
 def anonymous_key(prefix: str, device: str, arrived_at: datetime, payload: bytes) -> str:
     """Key for a face without metadata (an MQTT 3.1.1 publisher): arrival time + payload SHA-256."""
     digest = hashlib.sha256(payload).hexdigest()
-    return f"{_date_path(prefix, device, arrived_at)}/{_time_of_day(arrived_at)}_sha256-{digest}.png"
+    return f"{day_prefix(prefix, device, arrived_at.astimezone(UTC).date())}{_time_of_day(arrived_at)}_sha256-{digest}.png"
+
+
+# The name part of a key: `<HHMMSS.mmm>_<camera>_<boot>_<seq>.png`, or `<HHMMSS.mmm>_sha256-<hex>.png` without metadata.
+_KEY_NAME = re.compile(
+    r"(?P<time>[0-9]{6}\.[0-9]{3})_(?:sha256-(?P<sha256>[0-9a-f]{64})|(?P<camera>[A-Za-z0-9._-]+)_(?P<boot>[A-Za-z0-9.-]+)_(?P<seq>[0-9]{1,12}))\.png"
+)
+_KEY_DATE = re.compile(r"[0-9]{4}/[0-9]{2}/[0-9]{2}")
+
+
+@dataclass(frozen=True)
+class KeyFacts:
+    """What an object key tells without reading the object. `camera`, `boot`, `seq` are None for a face
+    stored without metadata (keyed by its payload's hash). The boot id is taken to hold no `_`
+    (cameras make it hex), so a camera id may."""
+
+    device: str
+    captured_at: datetime
+    name: str
+    camera: str | None = None
+    boot: str | None = None
+    seq: int | None = None
+
+
+def device_prefix(prefix: str, device: str) -> str:
+    """`<prefix>/<device>/`: everything stored for one device."""
+    return "/".join(p for p in (prefix.strip("/"), device) if p) + "/"
+
+
+def day_prefix(prefix: str, device: str, day: date) -> str:
+    """`<prefix>/<device>/<YYYY>/<MM>/<DD>/`: one device's faces of one UTC day."""
+    return f"{device_prefix(prefix, device)}{day.year:04d}/{day.month:02d}/{day.day:02d}/"
+
+
+def parse_object_key(prefix: str, key: str) -> KeyFacts:
+    """The facts of a key written by `object_key` or `anonymous_key` under `prefix`; ContractError (bad_key) otherwise."""
+    root = prefix.strip("/")
+    relative = key[len(root) + 1 :] if root and key.startswith(root + "/") else key if not root else None
+    parts = relative.split("/") if relative is not None else []
+    if len(parts) != 5 or not ID_PATTERN.fullmatch(parts[0]) or not _KEY_DATE.fullmatch("/".join(parts[1:4])):
+        raise ContractError("bad_key", f"{key!r} is not {root + '/' if root else ''}<device>/<YYYY>/<MM>/<DD>/<name>.png")
+    name = _KEY_NAME.fullmatch(parts[4])
+    if name is None:
+        raise ContractError("bad_key", f"{parts[4]!r} is not <HHMMSS.mmm>_<camera>_<boot>_<seq>.png or <HHMMSS.mmm>_sha256-<hex>.png")
+    t = name["time"]
+    try:
+        captured = datetime(int(parts[1]), int(parts[2]), int(parts[3]), int(t[0:2]), int(t[2:4]), int(t[4:6]), int(t[7:10]) * 1000, UTC)
+    except ValueError as exc:
+        raise ContractError("bad_key", f"{key!r}: {exc}") from None
+    seq = name["seq"]
+    return KeyFacts(parts[0], captured, parts[4], name["camera"], name["boot"], None if seq is None else int(seq))

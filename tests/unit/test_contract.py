@@ -114,3 +114,48 @@ def test_timestamps_and_key_times_are_the_strftime_forms_and_round_trip(moment: 
 def test_impossible_timestamps_are_bad_metadata(text: str) -> None:
     with pytest.raises(ContractError, match="captured_at"):
         contract.parse_timestamp(text)
+
+
+_ids = st.from_regex(contract.ID_PATTERN, fullmatch=True)
+
+
+@settings(max_examples=200)
+@given(
+    prefix=st.sampled_from(["", "faces", "site/a"]),
+    device=_ids,
+    camera=_ids,
+    boot=st.from_regex(r"[0-9a-f]{1,16}", fullmatch=True),
+    seq=st.integers(0, 10**12 - 1),
+    moment=st.datetimes(min_value=datetime(1000, 1, 1), max_value=datetime(9999, 12, 31), timezones=st.just(UTC)),
+)
+def test_a_key_tells_what_it_was_made_from(prefix: str, device: str, camera: str, boot: str, seq: int, moment: datetime) -> None:
+    meta = FaceMeta(device, camera, boot, seq, moment, 0, 0, (0, 0, 1, 1), 0.5, "yunet")
+    key = contract.object_key(prefix, meta)
+    facts = contract.parse_object_key(prefix, key)
+    assert (facts.device, facts.camera, facts.boot, facts.seq) == (device, camera, boot, seq)
+    assert facts.captured_at == moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+    assert key.startswith(contract.day_prefix(prefix, device, moment.date())) and key.startswith(contract.device_prefix(prefix, device))
+
+
+def test_a_key_without_metadata_parses_without_camera() -> None:
+    key = contract.anonymous_key("faces", "edge-1", datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), b"png")
+    facts = contract.parse_object_key("faces", key)
+    assert (facts.device, facts.camera, facts.seq, facts.captured_at) == ("edge-1", None, None, datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "other/edge-1/2026/01/02/030405.006_cam0_b1_7.png",  # another prefix
+        "faces/../2026/01/02/030405.006_cam0_b1_7.png",
+        "faces/edge-1/2026/01/02/../030405.006_cam0_b1_7.png",
+        "faces/edge-1/2026/13/02/030405.006_cam0_b1_7.png",  # no 13th month
+        "faces/edge-1/2026/01/02/030405.006_cam0_b1_7.png.json",
+        "faces/edge-1/2026/01/02/030405_cam0_b1_7.png",
+        "faces/edge-1/2026/01/02",
+    ],
+)
+def test_keys_of_another_form_are_bad_keys(key: str) -> None:
+    with pytest.raises(ContractError) as info:
+        contract.parse_object_key("faces", key)
+    assert info.value.reason == "bad_key"

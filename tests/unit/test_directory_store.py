@@ -8,6 +8,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from facepipe.config import StoreSettings
 from facepipe.storage.base import StoreUnavailable, open_store
@@ -70,3 +72,44 @@ def test_a_folder_removed_by_retention_is_created_again(tmp_path: Path, use_sync
     store.put(KEY, b"\x89PNG new", {})
     store.sync()
     assert (tmp_path / KEY).read_bytes() == b"\x89PNG new"
+
+
+_component = st.text(alphabet="ab-.0_", min_size=1, max_size=3).filter(lambda name: not name.startswith("."))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    paths=st.lists(st.lists(_component, min_size=1, max_size=3), min_size=1, max_size=12),
+    prefix=st.text(alphabet="ab-.0_/", max_size=4).filter(lambda p: not p.startswith("/") and "//" not in p and ".." not in p),
+    grouped=st.booleans(),
+    limit=st.integers(1, 4),
+)
+def test_listing_pages_match_s3_order(tmp_path_factory: pytest.TempPathFactory, paths, prefix, grouped, limit) -> None:
+    """Any tree of names: the pages, joined, are what S3 would list (keys in byte order, folders as prefixes)."""
+    root = tmp_path_factory.mktemp("listing")
+    keys = sorted({"/".join(parts) for parts in paths})
+    store = DirectoryStore(f"file://{root}")
+    written = []
+    for key in keys:
+        if any(other.startswith(key + "/") for other in keys):
+            continue  # a name cannot be a file and a folder at once
+        store.put(key, b"x", {})
+        written.append(key)
+    expected_keys, expected_prefixes = [], []
+    for key in written:
+        if not key.startswith(prefix):
+            continue
+        cut = key.find("/", len(prefix)) if grouped else -1
+        if cut < 0:
+            expected_keys.append(key)
+        elif key[: cut + 1] not in expected_prefixes:
+            expected_prefixes.append(key[: cut + 1])
+    got_keys, got_prefixes, token = [], [], None
+    while True:
+        page = store.list(prefix, "/" if grouped else "", token, limit)
+        got_keys += page.keys
+        got_prefixes += page.prefixes
+        token = page.token
+        if token is None:
+            break
+    assert (got_keys, got_prefixes) == (expected_keys, expected_prefixes)

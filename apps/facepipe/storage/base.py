@@ -2,13 +2,47 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 from facepipe.config import StoreSettings
 
+LIST_LIMIT = 1000  # S3's most keys per ListObjectsV2 page
+
 
 class StoreUnavailable(RuntimeError):
     """The store cannot take objects right now (network, permissions, missing bucket); retry later."""
+
+
+class ObjectNotFound(KeyError):
+    """No object has this key (never stored, or deleted)."""
+
+
+@dataclass(frozen=True)
+class Listing:
+    """One page of a listing, in S3's order (ascending UTF-8 bytes).
+
+    keys: objects under the prefix (only those before the next delimiter when one is given);
+    prefixes: with a delimiter, the common prefixes ending in it ("folders"); token: pass it back
+    to get the next page, None when this page is the last."""
+
+    keys: list[str] = field(default_factory=list)
+    prefixes: list[str] = field(default_factory=list)
+    token: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """An object's facts and metadata (head), with its bytes when read whole (get)."""
+
+    key: str
+    size: int
+    etag: str  # quoted, as in an HTTP ETag header
+    modified: datetime
+    metadata: dict[str, str]
+    body: bytes | None = None
 
 
 class Store(Protocol):
@@ -32,6 +66,20 @@ class Store(Protocol):
 
     def apply_retention(self, days: int) -> None:
         """Make objects older than `days` go away (lifecycle rule or pruning); 0 keeps everything."""
+
+    def list(self, prefix: str, delimiter: str = "", token: str | None = None, limit: int = LIST_LIMIT) -> Listing:
+        """Up to `limit` keys (and common prefixes) that start with `prefix`, continuing after `token`.
+
+        Never more than one request to the backend: callers page with the returned token."""
+
+    def head(self, key: str) -> StoredObject:
+        """The object's size, ETag, time and metadata; raise ObjectNotFound or StoreUnavailable."""
+
+    def get(self, key: str) -> StoredObject:
+        """`head` plus the object's bytes."""
+
+    def delete(self, keys: Sequence[str]) -> None:
+        """Remove the objects and their metadata (absent keys are no error); raise StoreUnavailable on failure."""
 
 
 def open_store(settings: StoreSettings) -> Store:

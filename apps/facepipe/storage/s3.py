@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from facepipe.config import StoreSettings
-from facepipe.storage.base import StoreUnavailable
+from facepipe.storage.base import LIST_LIMIT, Listing, ObjectNotFound, StoredObject, StoreUnavailable
+
+_MISSING = ("404", "NoSuchKey", "NotFound")
 
 
 class S3Store:
@@ -73,3 +78,56 @@ class S3Store:
             self.client.put_bucket_lifecycle_configuration(Bucket=self.bucket, LifecycleConfiguration={"Rules": rules})
         except (BotoCoreError, ClientError) as exc:
             raise StoreUnavailable(f"cannot set the lifecycle rule on {self.bucket!r}: {exc}") from exc
+
+    def list(self, prefix: str, delimiter: str = "", token: str | None = None, limit: int = LIST_LIMIT) -> Listing:
+        request = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": min(limit, LIST_LIMIT)}
+        if delimiter:
+            request["Delimiter"] = delimiter
+        if token:
+            request["ContinuationToken"] = token
+        try:
+            page = self.client.list_objects_v2(**request)
+        except (BotoCoreError, ClientError) as exc:
+            raise StoreUnavailable(f"cannot list s3://{self.bucket}/{prefix}: {exc}") from exc
+        return Listing(
+            keys=[item["Key"] for item in page.get("Contents", [])],
+            prefixes=[item["Prefix"] for item in page.get("CommonPrefixes", [])],
+            token=page.get("NextContinuationToken") if page.get("IsTruncated") else None,
+        )
+
+    def head(self, key: str) -> StoredObject:
+        return self._read(key, self.client.head_object)
+
+    def get(self, key: str) -> StoredObject:
+        return self._read(key, self.client.get_object)
+
+    def _read(self, key: str, call: Callable[..., dict[str, Any]]) -> StoredObject:
+        try:
+            answer = call(Bucket=self.bucket, Key=key)
+            body = answer["Body"].read() if "Body" in answer else None
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in _MISSING:
+                raise ObjectNotFound(key) from None
+            raise StoreUnavailable(f"cannot read s3://{self.bucket}/{key}: {exc}") from exc
+        except BotoCoreError as exc:
+            raise StoreUnavailable(f"cannot read s3://{self.bucket}/{key}: {exc}") from exc
+        return StoredObject(
+            key=key, size=int(answer["ContentLength"]), etag=answer["ETag"], modified=answer["LastModified"],
+            metadata=dict(answer.get("Metadata", {})), body=body,
+        )  # fmt: skip
+
+    def delete(self, keys: Sequence[str]) -> None:
+        """DeleteObjects in batches of 1,000 (S3's limit); any key the store refused is an error."""
+        for start in range(0, len(keys), LIST_LIMIT):
+            batch = [{"Key": key} for key in keys[start : start + LIST_LIMIT]]
+            try:
+                answer = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+            except (BotoCoreError, ClientError) as exc:
+                raise StoreUnavailable(f"cannot delete from s3://{self.bucket}: {exc}") from exc
+            refused = answer.get("Errors", [])
+            if refused:
+                first = refused[0]
+                raise StoreUnavailable(
+                    f"s3://{self.bucket} refused to delete {len(refused)} object(s), e.g. {first.get('Key')}: "
+                    f"{first.get('Code')} {first.get('Message', '')}".strip()
+                )

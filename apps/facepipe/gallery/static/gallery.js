@@ -1,0 +1,319 @@
+// facepipe gallery: every page is this one script over the JSON API (/api/...), the same API a script uses.
+// No inline script or style (the Content-Security-Policy forbids both); text goes in with textContent only.
+
+const view = document.getElementById("view");
+const banner = document.getElementById("banner");
+const ACTIVE_MINUTES = 10; // a device whose newest face is this recent counts as active
+let session = null;
+
+class NeedLogin extends Error {}
+class ApiFailure extends Error {
+  constructor(status, error, detail) {
+    super(detail ? `${error}: ${detail}` : error);
+    this.status = status;
+  }
+}
+
+function el(tag, attributes = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (name === "text") node.textContent = value;
+    else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+    else node.setAttribute(name, value === true ? "" : String(value));
+  }
+  for (const child of children) if (child) node.append(child);
+  return node;
+}
+
+function showBanner(text) {
+  banner.textContent = text;
+  banner.hidden = false;
+}
+
+function storeBanner(detail) {
+  showBanner(`The face store is not reachable right now (${detail}). What is stored is safe; this page works again once the store is back.`);
+}
+
+async function api(path, options = {}) {
+  const headers = { Accept: "application/json", ...(options.headers || {}) };
+  const response = await fetch(path, { ...options, headers, credentials: "same-origin" });
+  const body = await response.json().catch(() => ({}));
+  if (response.status === 401) throw new NeedLogin();
+  if (response.status === 503) {
+    storeBanner(body.detail || body.error || "503");
+    throw new ApiFailure(503, body.error || "unavailable", body.detail);
+  }
+  if (!response.ok) throw new ApiFailure(response.status, body.error || response.statusText, body.detail);
+  return body;
+}
+
+function localTime(iso) {
+  const moment = new Date(iso);
+  return moment.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "medium" });
+}
+
+function ago(iso) {
+  const seconds = Math.max(0, (Date.now() - new Date(iso).getTime()) / 1000);
+  if (seconds < 60) return `${Math.round(seconds)} s ago`;
+  if (seconds < 3600) return `${Math.round(seconds / 60)} min ago`;
+  if (seconds < 86400) return `${Math.round(seconds / 3600)} h ago`;
+  return `${Math.round(seconds / 86400)} days ago`;
+}
+
+function timeElement(iso, relative = false) {
+  return el("time", { datetime: iso, title: `${iso} (UTC)`, text: relative ? ago(iso) : localTime(iso) });
+}
+
+function liveStream(device, onFace) {
+  const indicator = document.getElementById("live");
+  const source = new EventSource(device ? `/api/events?device=${encodeURIComponent(device)}` : "/api/events");
+  source.addEventListener("hello", (event) => {
+    const on = JSON.parse(event.data).live;
+    indicator.dataset.state = on ? "on" : "off";
+    indicator.title = on ? "new faces appear as they are stored" : "live updates are off on this gallery";
+  });
+  source.addEventListener("face", (event) => onFace(JSON.parse(event.data)));
+  source.addEventListener("error", () => { indicator.dataset.state = "off"; });
+  return source;
+}
+
+// --- pages ----------------------------------------------------------------------------------------
+
+async function devicesPage() {
+  document.title = "Devices · facepipe gallery";
+  const data = await api("/api/devices");
+  const rows = new Map();
+  const body = el("tbody");
+  const table = el("table", { "data-testid": "devices" },
+    el("thead", {}, el("tr", {}, el("th", { text: "" }), el("th", { text: "Device" }), el("th", { text: `Faces today (${data.day}, UTC)` }),
+      el("th", { text: "Last face" }), el("th", { text: "Last seen" }))),
+    body);
+
+  function row(device) {
+    const cells = {
+      state: el("span", { class: "state" }),
+      count: el("td", { class: "num", "data-testid": "faces-today" }),
+      thumb: el("td"),
+      seen: el("td", { "data-testid": "last-seen" }),
+    };
+    const tr = el("tr", { "data-device": device.device },
+      el("td", {}, cells.state), el("td", {}, el("a", { href: `/devices/${encodeURIComponent(device.device)}`, text: device.device })),
+      cells.count, cells.thumb, cells.seen);
+    const entry = { tr, cells, device };
+    rows.set(device.device, entry);
+    render(entry);
+    return tr;
+  }
+
+  function render({ cells, device }) {
+    cells.count.textContent = device.faces_today_complete === false ? `${device.faces_today}+` : String(device.faces_today);
+    cells.thumb.replaceChildren(device.newest ? el("a", { href: device.newest.page }, el("img", { src: device.newest.thumbnail, alt: "newest face" })) : "");
+    cells.seen.replaceChildren(device.last_seen ? timeElement(device.last_seen, true) : "never");
+    const active = device.last_seen && Date.now() - new Date(device.last_seen).getTime() < ACTIVE_MINUTES * 60000;
+    cells.state.dataset.active = active ? "true" : "false";
+    cells.state.title = active ? `a face in the last ${ACTIVE_MINUTES} minutes` : "no face in the last ten minutes";
+  }
+
+  for (const device of data.devices) body.append(row(device));
+  const empty = el("p", { class: "muted", text: "No faces stored yet. They appear here as the devices send them.", hidden: data.devices.length > 0 });
+  view.replaceChildren(el("h1", { text: "Devices" }), empty, table);
+  liveStream(null, (face) => {
+    const today = face.captured_at.slice(0, 10) === data.day;
+    let entry = rows.get(face.device);
+    if (!entry) {
+      body.append(row({ device: face.device, faces_today: 0, faces_today_complete: true, last_seen: null, newest: null }));
+      entry = rows.get(face.device);
+      empty.hidden = true;
+    }
+    if (today) entry.device.faces_today += 1;
+    if (!entry.device.last_seen || face.captured_at > entry.device.last_seen) {
+      entry.device.last_seen = face.captured_at;
+      entry.device.newest = face;
+    }
+    render(entry);
+  });
+}
+
+function faceCard(face, fresh = false) {
+  return el("a", { class: fresh ? "card new" : "card", href: face.page, "data-testid": "face", "data-id": face.id, "data-captured": face.captured_at },
+    el("img", { src: face.thumbnail, alt: `face from ${face.camera || "unknown camera"}`, loading: "lazy" }),
+    el("div", { class: "caption" }, timeElement(face.captured_at), el("span", { class: "muted", text: face.camera || "" })));
+}
+
+function toLocalInput(iso) {
+  if (!iso) return "";
+  const moment = new Date(iso);
+  return new Date(moment.getTime() - moment.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
+}
+
+async function devicePage(device) {
+  document.title = `${device} · facepipe gallery`;
+  const params = new URLSearchParams(location.search);
+  const filters = {};
+  for (const name of ["day", "camera", "since", "until"]) if (params.get(name)) filters[name] = params.get(name);
+  const days = await api(`/api/devices/${encodeURIComponent(device)}/days?limit=120`);
+
+  const daySelect = el("select", { name: "day", "data-testid": "day" }, el("option", { value: "", text: "all days" }));
+  for (const day of days.days) daySelect.append(el("option", { value: day, text: day, selected: day === filters.day }));
+  const camera = el("input", { name: "camera", value: filters.camera || "", placeholder: "any", size: 10 });
+  const since = el("input", { type: "datetime-local", name: "since-local", value: toLocalInput(filters.since) });
+  const until = el("input", { type: "datetime-local", name: "until-local", value: toLocalInput(filters.until) });
+  const form = el("form", { class: "filters", "data-testid": "filters" },
+    el("label", {}, "Day (UTC)", daySelect), el("label", {}, "Camera", camera), el("label", {}, "From", since), el("label", {}, "Until", until),
+    el("button", { type: "submit", text: "Show" }));
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const next = new URLSearchParams();
+    if (daySelect.value) next.set("day", daySelect.value);
+    if (camera.value.trim()) next.set("camera", camera.value.trim());
+    if (since.value && !daySelect.value) next.set("since", new Date(since.value).toISOString());
+    if (until.value && !daySelect.value) next.set("until", new Date(until.value).toISOString());
+    location.search = next.toString();
+  });
+
+  const grid = el("div", { class: "grid", "data-testid": "faces" });
+  const more = el("button", { class: "more", type: "button", text: "Load more", "data-testid": "more", hidden: true });
+  const count = el("span", { class: "muted", "data-testid": "shown" });
+  const tools = el("div", { class: "toolbar" }, count, el("span", { class: "spacer" }));
+  if (session.role === "admin" && filters.day) {
+    tools.append(el("button", {
+      class: "danger", type: "button", "data-testid": "erase-day", text: `Delete all faces of ${filters.day}`,
+      onclick: async (event) => {
+        if (!confirm(`Delete every face of ${device} on ${filters.day}${filters.camera ? ` from ${filters.camera}` : ""}? This cannot be undone.`)) return;
+        event.target.disabled = true;
+        const query = new URLSearchParams({ day: filters.day });
+        if (filters.camera) query.set("camera", filters.camera);
+        const result = await api(`/api/devices/${encodeURIComponent(device)}/faces?${query}`, { method: "DELETE", headers: { "X-CSRF-Token": session.csrf } });
+        showBanner(`Deleted ${result.deleted} faces of ${device} on ${filters.day}.`);
+        grid.replaceChildren();
+        shown = 0;
+        count.textContent = "0 faces shown";
+      },
+    }));
+  }
+  view.replaceChildren(el("h1", {}, el("a", { href: "/", text: "Devices" }), " / ", device), form, tools, grid, more);
+
+  let cursor = null;
+  let shown = 0;
+  async function load() {
+    const query = new URLSearchParams({ device, ...filters, limit: "60" });
+    if (cursor) query.set("cursor", cursor);
+    more.disabled = true;
+    const page = await api(`/api/faces?${query}`);
+    for (const face of page.faces) grid.append(faceCard(face));
+    shown += page.faces.length;
+    cursor = page.next;
+    more.hidden = !cursor;
+    more.disabled = false;
+    count.textContent = `${shown} face${shown === 1 ? "" : "s"} shown${cursor ? ", newest first" : ""}`;
+  }
+  more.addEventListener("click", () => load().catch(report));
+  await load();
+
+  const today = new Date().toISOString().slice(0, 10);
+  const showsNewest = !filters.until && (!filters.day || filters.day === today);
+  if (showsNewest) {
+    liveStream(device, (face) => {
+      if (filters.camera && face.camera !== filters.camera) return;
+      if (filters.since && face.captured_at < new Date(filters.since).toISOString()) return;
+      if (grid.querySelector(`[data-id="${CSS.escape(face.id)}"]`)) return;
+      grid.prepend(faceCard(face, true));
+      shown += 1;
+      count.textContent = `${shown} face${shown === 1 ? "" : "s"} shown${cursor ? ", newest first" : ""}`;
+    });
+  }
+}
+
+async function facePage(faceId) {
+  const face = await api(`/api/faces/${faceId.split("/").map(encodeURIComponent).join("/")}`);
+  document.title = `${face.device} ${face.captured_at} · facepipe gallery`;
+  const facts = [
+    ["Captured", timeElement(face.captured_at)], ["Device", el("a", { href: `/devices/${encodeURIComponent(face.device)}`, text: face.device })],
+    ["Camera", face.camera], ["Track", face.track], ["Score", face.score], ["Detector", face.detector],
+    ["Bounding box", face.bbox ? `x ${face.bbox[0]}, y ${face.bbox[1]}, ${face.bbox[2]} × ${face.bbox[3]} px` : null],
+    ["Frame / face", face.frame !== undefined ? `${face.frame} / ${face.face}` : null], ["Camera run / seq", face.boot ? `${face.boot} / ${face.seq}` : null],
+    ["Size", `${face.size} bytes`], ["Stored", timeElement(face.stored_at)], ["Key", face.key],
+  ];
+  const list = el("dl", { "data-testid": "metadata" });
+  for (const [name, value] of facts) {
+    if (value === null || value === undefined) continue;
+    list.append(el("dt", { text: name }), el("dd", {}, typeof value === "object" ? value : String(value)));
+  }
+  const actions = el("div", { class: "toolbar" }, el("a", { href: `${face.image}?download=1`, text: "Download PNG", "data-testid": "download" }));
+  if (session.role === "admin") {
+    actions.append(el("button", {
+      class: "danger", type: "button", "data-testid": "erase-face", text: "Delete this face",
+      onclick: async (event) => {
+        if (!confirm("Delete this face? This cannot be undone.")) return;
+        event.target.disabled = true;
+        await api(face.image.replace(/\/image$/, ""), { method: "DELETE", headers: { "X-CSRF-Token": session.csrf } });
+        location.assign(`/devices/${encodeURIComponent(face.device)}?deleted=1`);
+      },
+    }));
+  }
+  view.replaceChildren(
+    el("h1", {}, el("a", { href: "/", text: "Devices" }), " / ", el("a", { href: `/devices/${encodeURIComponent(face.device)}`, text: face.device }), " / face"),
+    el("div", { class: "face" }, el("img", { src: face.image, alt: "face crop", "data-testid": "image" }), el("div", {}, list, actions)));
+}
+
+function loginPage() {
+  document.title = "Log in · facepipe gallery";
+  const user = el("input", { name: "user", autocomplete: "username", required: true, autofocus: true });
+  const password = el("input", { name: "password", type: "password", autocomplete: "current-password", required: true });
+  const error = el("p", { class: "error", "data-testid": "login-error" });
+  const form = el("form", { class: "login panel", "data-testid": "login" }, el("h1", { text: "Log in" }),
+    el("label", {}, "User", user), el("label", {}, "Password", password), el("button", { type: "submit", text: "Log in" }), error);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    error.textContent = "";
+    const response = await fetch("/api/login", {
+      method: "POST", credentials: "same-origin", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ user: user.value, password: password.value }),
+    });
+    if (response.ok) {
+      location.assign(new URLSearchParams(location.search).get("next") || "/");
+    } else {
+      const body = await response.json().catch(() => ({}));
+      error.textContent = body.error || `refused (${response.status})`;
+    }
+  });
+  view.replaceChildren(form);
+}
+
+function report(failure) {
+  if (failure instanceof NeedLogin) {
+    location.assign(`/login?next=${encodeURIComponent(location.pathname + location.search)}`);
+    return;
+  }
+  if (failure instanceof ApiFailure && failure.status === 503) {
+    view.replaceChildren(el("p", { class: "muted", "data-testid": "unavailable", text: "Nothing to show while the store is unreachable." }));
+    return;
+  }
+  view.replaceChildren(el("p", { class: "error", "data-testid": "failure", text: String(failure.message || failure) }));
+}
+
+async function start() {
+  const path = location.pathname;
+  if (path === "/login") {
+    loginPage();
+    return;
+  }
+  session = await api("/api/session");
+  document.getElementById("who").textContent = `${session.user} (${session.role})`;
+  const logout = document.getElementById("logout");
+  if (session.via === "session") {
+    logout.hidden = false;
+    logout.addEventListener("click", async () => {
+      await fetch("/api/logout", { method: "POST", credentials: "same-origin" });
+      location.assign("/login");
+    });
+  }
+  const status = await api("/api/status");
+  if (!status.store.ok) storeBanner(status.store.error);
+  if (path.startsWith("/devices/")) await devicePage(decodeURIComponent(path.slice("/devices/".length)));
+  else if (path.startsWith("/faces/")) await facePage(path.slice("/faces/".length).split("/").map(decodeURIComponent).join("/"));
+  else await devicesPage();
+}
+
+start().catch(report);
