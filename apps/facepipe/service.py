@@ -56,6 +56,12 @@ def _report_progress(component: Component, stop: threading.Event) -> None:
             last = now
 
 
+def port_error(exc: OSError, host: str, port: int, serves: str, setting: str) -> FatalError:
+    """The one-line error for a port a component cannot listen on, naming the setting that moves it."""
+    problem = "is already in use (another component on this host?)" if exc.errno == errno.EADDRINUSE else f"cannot be used: {exc.strerror}"
+    return FatalError(f"port {port} on {host} for {serves} {problem}; give each component its own port with {setting}")
+
+
 def start_health_server(component: Component) -> HealthServer | None:
     """The /healthz /readyz /metrics server on FACEPIPE_HTTP_PORT (None when that is 0); a port that
     cannot be had stops the component with a FatalError naming the port and the setting."""
@@ -65,12 +71,12 @@ def start_health_server(component: Component) -> HealthServer | None:
     try:
         health = HealthServer(common.http_host, common.http_port, component.registry, component.ready).start()
     except OSError as exc:
-        problem = (
-            "is already in use (another component on this host?)" if exc.errno == errno.EADDRINUSE else f"cannot be used: {exc.strerror}"
-        )
-        raise FatalError(
-            f"port {common.http_port} on {common.http_host} for /healthz /readyz /metrics {problem}; "
-            "give each component its own port with FACEPIPE_HTTP_PORT (--http-port), or 0 to turn the server off"
+        raise port_error(
+            exc,
+            common.http_host,
+            common.http_port,
+            "/healthz /readyz /metrics",
+            "FACEPIPE_HTTP_PORT (--http-port), or 0 to turn the server off",
         ) from None
     component.log.info("http.listening", extra={"address": f"{common.http_host}:{health.port}"})
     return health

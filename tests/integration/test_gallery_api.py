@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import struct
 import subprocess
 import sys
@@ -318,3 +319,16 @@ def test_check_config_names_what_is_wrong(tmp_path: Path, args: list[str], messa
     assert result.returncode == 2 and message in result.stderr, result.stderr
     ok = subprocess.run([sys.executable, "-m", "facepipe", "gallery", "--check-config", "--users-file", str(users)], capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0 and json.loads(ok.stdout)["config"]["FACEPIPE_GALLERY_USERS_FILE"] == str(users)
+
+
+def test_a_taken_gallery_port_stops_it_with_one_line(tmp_path: Path) -> None:
+    users = write_users(tmp_path / "users")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        argv = ["gallery", "--users-file", str(users), "--host", "127.0.0.1", "--port", str(port), "--http-port", "0", "--live", "false"]
+        result = subprocess.run([sys.executable, "-m", "facepipe", *argv], capture_output=True, text=True, timeout=60)
+    plain = [line for line in result.stderr.splitlines() if not line.startswith("{")]
+    assert result.returncode == 2 and "Traceback" not in result.stderr and len(plain) == 1, result.stderr
+    assert f"port {port} on 127.0.0.1 for the gallery is already in use" in plain[0] and "FACEPIPE_GALLERY_PORT" in plain[0]

@@ -37,7 +37,7 @@ from facepipe.gallery.api import Api, Request, Response, error_response, json_re
 from facepipe.gallery.catalog import Catalog
 from facepipe.gallery.live import Hub, LiveFeed
 from facepipe.mqtt import client_id
-from facepipe.service import Component
+from facepipe.service import Component, port_error
 from facepipe.storage import Store, StoreUnavailable, open_store
 
 COOKIE = "facepipe_gallery"
@@ -123,14 +123,16 @@ class Gallery(Component):
             self.totals["erased"] += number
 
     def _server(self, host: str, port: int, trusted_proxy: bool) -> ThreadingHTTPServer:
-        gallery = self
-
         class Handler(GalleryHandler):
             pass
 
-        Handler.gallery = gallery
+        Handler.gallery = self
         Handler.trusted_proxy = trusted_proxy
-        server = ThreadingHTTPServer((host, port), Handler)
+        try:
+            server = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:
+            setting = "FACEPIPE_GALLERY_PROXY_PORT (--proxy-port)" if trusted_proxy else "FACEPIPE_GALLERY_PORT (--port)"
+            raise port_error(exc, host, port, "the gallery's proxy port" if trusted_proxy else "the gallery", setting) from None
         server.daemon_threads = True
         return server
 
@@ -277,7 +279,10 @@ class GalleryHandler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     server_version = f"facepipe-gallery/{__version__}"
-    sys_version = ""
+
+    def version_string(self) -> str:
+        return self.server_version
+
     gallery: Gallery
     trusted_proxy: bool
 
