@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Debian/Ubuntu packages the pipeline and its tests need: Mosquitto (brokers and clients),
 # Ceph's RADOS Gateway (the real S3 server of the tests), openssl (test certificates), Redis (Argo
-# CD's cache in the GitOps tests) and git (the repository Argo CD reads there).
+# CD's cache in the GitOps tests), git (the repository Argo CD reads there) and Chromium (the
+# browser the gallery's page tests drive through Playwright; no browser is downloaded).
 # Idempotent: installs only what is missing. Uses sudo when not root.
 set -euo pipefail
 
-PACKAGES=(mosquitto mosquitto-clients ceph-mon ceph-osd radosgw ceph-common uuid-runtime openssl python3-venv redis-server git)
+PACKAGES=(mosquitto mosquitto-clients ceph-mon ceph-osd radosgw ceph-common uuid-runtime openssl python3-venv redis-server git chromium fonts-dejavu-core)
 if [ "${1:-}" = "--demo" ]; then
   PACKAGES=(mosquitto mosquitto-clients python3-venv)
 fi

@@ -214,6 +214,39 @@ def prometheus_bin() -> Path:
     return directory
 
 
+# --- a real browser ---
+# Debian's Chromium driven by Playwright (tests/support/browser.py), one browser per session; every
+# test gets its own context (fresh cookies and storage). Missing: skipped with the command that
+# installs it; FACEPIPE_REQUIRE_BROWSER=1 (CI) turns that skip into a failure.
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from tests.support import browser as support
+
+    reason = support.unavailable_reason()
+    if reason:
+        unavailable("FACEPIPE_REQUIRE_BROWSER", reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=support.chromium_path(), headless=True, args=support.ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def screenshots(request: pytest.FixtureRequest) -> Path:
+    """The test's output folder for screenshots (test-output/<test>/, or under FACEPIPE_TEST_OUTPUT)."""
+    from tests.support import browser as support
+
+    folder = support.OUTPUT / "".join(c if c.isalnum() or c in "-_." else "-" for c in request.node.name)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 # --- containers (podman) ---
 # The application image built from apps/Dockerfile once per session (FROM the local debootstrap
 # base; `bash .ci/install-podman.sh`), a Mosquitto image on the same base, and a report of build

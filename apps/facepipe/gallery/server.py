@@ -47,7 +47,10 @@ KEEPALIVE_SECONDS = 15.0
 MAX_STREAMS = 64
 PAGES = ("/", "/login")
 PAGE_PREFIXES = ("/devices/", "/faces/")
-STATIC_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8", ".html": "text/html; charset=utf-8"}
+STATIC_TYPES = {
+    ".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8", ".html": "text/html; charset=utf-8",
+    ".svg": "image/svg+xml",
+}  # fmt: skip
 SECURITY_HEADERS = {
     # No inline script or style anywhere: the pages load /static/gallery.js and /static/gallery.css.
     "Content-Security-Policy": (
@@ -381,6 +384,8 @@ class GalleryHandler(BaseHTTPRequestHandler):
     def _static(self, method: str, path: str) -> Response:
         if method not in ("GET", "HEAD"):
             return error_response(405, "method not allowed")
+        if path == "/favicon.ico":
+            path = "/static/favicon.svg"
         if path in PAGES or path.startswith(PAGE_PREFIXES):
             name = "index.html"
         elif path.startswith("/static/") and path[len("/static/") :] in self.gallery.static:

@@ -49,8 +49,9 @@ async function api(path, options = {}) {
 }
 
 function localTime(iso) {
-  const moment = new Date(iso);
-  return moment.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "medium" });
+  return new Date(iso).toLocaleString(undefined, {
+    year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit", fractionalSecondDigits: 3,
+  });
 }
 
 function ago(iso) {

@@ -1,0 +1,253 @@
+"""The gallery's pages in a real headless Chromium, over a real Ceph RGW filled by a real processor.
+
+Faces go through the cloud broker: a load generator publishes them as a forwarder would
+(`cam_bin_remote/<device>`, full metadata), the processor stores them in S3, and the gallery,
+subscribed to the same topic, pushes each one to the open pages once it is stored. Every page is
+photographed into the test's output folder (test-output/<test>/).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect
+
+from facepipe.brokers import MosquittoBroker
+from facepipe.config import BrokerSettings, CommonSettings, ProcessorSettings, StoreSettings
+from facepipe.processes import free_port
+from facepipe.run import ComponentProcess
+from tests.support.gallery import PASSWORDS, start_gallery
+from tests.support.loadgen import LoadGenerator, s3_keys
+from tests.support.mqtt import wait_until
+from tests.support.rgw import RadosGateway
+
+PAGE_SIZE = 60  # the gallery's default page
+BUSY_DEVICE_FACES = PAGE_SIZE + 15  # more than one page
+LIVE_WITHIN_SECONDS = 2.0
+
+
+class Stack:
+    """Cloud broker, processor (into an RGW bucket) and gallery (live updates on); `publish` sends faces through them."""
+
+    def __init__(self, workdir: Path, rgw: RadosGateway) -> None:
+        self.rgw = rgw
+        self.s3 = rgw.client()
+        self.bucket = f"gallery-pages-{free_port()}"
+        self.s3.create_bucket(Bucket=self.bucket)
+        self.storage = StoreSettings(store=f"s3://{self.bucket}/faces", s3_endpoint_url=rgw.endpoint_url)
+        self.started: list[Any] = []
+        self.broker = MosquittoBroker(workdir / "cloud-broker", name="cloud-broker").start()
+        self.started.append(self.broker)
+        self.cloud = BrokerSettings(host=self.broker.host, port=self.broker.port, topic="cam_bin_remote")
+        processor = ProcessorSettings(common=CommonSettings(device_id="cloud"), broker=self.cloud, storage=self.storage)
+        self.processor = ComponentProcess("processor", processor, workdir, rgw.env())
+        self.started.append(self.processor)
+        self.processor.start().wait_ready()
+        self.gallery = start_gallery(workdir, self.storage, broker=self.cloud, extra_env=rgw.env())
+        self.started.append(self.gallery)
+        self.url: str = self.gallery.gallery_url  # type: ignore[attr-defined]
+        self.published = 0
+
+    def publish(self, device: str, count: int) -> LoadGenerator:
+        """Publish `count` faces of `device` (broker-acknowledged) and wait until the processor has stored them all."""
+        load = LoadGenerator(self.broker.host, self.broker.port, topic=f"cam_bin_remote/{device}", device=device, rate=200, count=count)
+        with load:
+            load.wait_sent(count)
+        load.stop()
+        self.published += count
+        wait_until(lambda: self.processor.metrics().get("facepipe_processor_stored_total", 0) >= self.published, what="faces stored")
+        return load
+
+    def keys(self, device: str) -> list[str]:
+        return s3_keys(self.s3, self.bucket, f"faces/{device}/")
+
+    def close(self) -> None:
+        for thing in reversed(self.started):
+            thing.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(rgw: RadosGateway, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    made = Stack(tmp_path_factory.mktemp("gallery-pages"), rgw)
+    try:
+        made.publish("edge-busy", BUSY_DEVICE_FACES)
+        made.publish("edge-quiet", 3)
+        yield made
+    finally:
+        made.close()
+
+
+@pytest.fixture
+def context(browser: Any) -> Iterator[Any]:
+    made = browser.new_context(viewport={"width": 1100, "height": 720}, locale="en-GB", timezone_id="UTC")
+    made.set_default_timeout(30_000)
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+def logged_in(context: Any, stack: Stack, user: str, path: str = "/") -> Any:
+    page = context.new_page()
+    page.goto(f"{stack.url}{path}")
+    page.wait_for_selector("[data-testid=login]")
+    page.fill("input[name=user]", user)
+    page.fill("input[name=password]", PASSWORDS[user])
+    page.click("form[data-testid=login] button[type=submit]")
+    page.wait_for_selector("[data-testid=who]:has-text('(')")
+    return page
+
+
+def captured(page: Any) -> list[str]:
+    return page.eval_on_selector_all("[data-testid=face]", "cards => cards.map(card => card.dataset.captured)")
+
+
+def face_ids(page: Any) -> list[str]:
+    return page.eval_on_selector_all("[data-testid=face]", "cards => cards.map(card => card.dataset.id)")
+
+
+def test_no_credentials_no_faces(context: Any, stack: Stack, screenshots: Path) -> None:
+    page = context.new_page()
+    page.goto(f"{stack.url}/devices/edge-busy")
+    page.wait_for_selector("[data-testid=login]")
+    assert "/login" in page.url
+    assert page.locator("[data-testid=face]").count() == 0
+    status = page.evaluate("fetch('/api/faces?device=edge-busy').then(r => r.status)")
+    assert status == 401
+    page.fill("input[name=user]", "viewer")
+    page.fill("input[name=password]", "not the password")
+    page.click("form[data-testid=login] button[type=submit]")
+    page.wait_for_selector("[data-testid=login-error]:has-text('wrong')")
+    page.screenshot(path=screenshots / "login-refused.png")
+
+
+def test_devices_page_lists_each_device_with_todays_count(context: Any, stack: Stack, screenshots: Path) -> None:
+    page = logged_in(context, stack, "viewer")
+    page.wait_for_selector("[data-testid=devices] tr[data-device=edge-quiet]")
+    counts = {
+        row.get_attribute("data-device"): row.locator("[data-testid=faces-today]").inner_text()
+        for row in page.locator("[data-testid=devices] tbody tr").all()
+    }
+    assert counts["edge-busy"] == str(len(stack.keys("edge-busy"))) == str(BUSY_DEVICE_FACES)
+    assert counts["edge-quiet"] == "3"
+    assert page.locator("tr[data-device=edge-busy] [data-testid=last-seen] time").count() == 1
+    page.screenshot(path=screenshots / "devices.png")
+
+
+def test_a_device_page_is_newest_first_and_pages_on(context: Any, stack: Stack, screenshots: Path) -> None:
+    page = logged_in(context, stack, "viewer", "/devices/edge-busy")
+    page.wait_for_selector("[data-testid=face]")
+    first = captured(page)
+    assert len(first) == PAGE_SIZE and first == sorted(first, reverse=True)
+    page.screenshot(path=screenshots / "device.png")
+    page.click("[data-testid=more]")
+    expect(page.locator("[data-testid=face]")).to_have_count(BUSY_DEVICE_FACES)
+    everything = face_ids(page)
+    expected = sorted((key.removeprefix("faces/") for key in stack.keys("edge-busy")), reverse=True)
+    assert everything == expected, "both pages together: every face once, newest first"
+    assert page.locator("[data-testid=more]").is_hidden()
+
+
+def test_a_face_stored_while_the_page_is_open_appears_without_a_reload(context: Any, stack: Stack, screenshots: Path) -> None:
+    page = logged_in(context, stack, "viewer", "/devices/edge-quiet")
+    page.wait_for_selector("[data-testid=face]")
+    page.wait_for_selector("#live[data-state=on]")
+    page.evaluate("window.sameDocument = true")
+    before = set(face_ids(page))
+    load = LoadGenerator(stack.broker.host, stack.broker.port, topic="cam_bin_remote/edge-quiet", device="edge-quiet", rate=10, count=1)
+    with load:
+        load.wait_sent(1)
+        acknowledged = time.monotonic()
+        expect(page.locator("[data-testid=face]")).to_have_count(len(before) + 1, timeout=10_000)
+        seconds = time.monotonic() - acknowledged
+    stack.published += 1
+    new = set(face_ids(page)) - before
+    assert len(new) == 1 and face_ids(page)[0] in new, "the new face is first"
+    assert page.evaluate("window.sameDocument") is True, "no reload"
+    assert seconds <= LIVE_WITHIN_SECONDS, f"the face appeared {seconds:.2f} s after the broker took it"
+    page.screenshot(path=screenshots / "device-live.png")
+
+
+def test_a_face_page_shows_the_crop_and_its_metadata(context: Any, stack: Stack, screenshots: Path) -> None:
+    page = logged_in(context, stack, "viewer", "/devices/edge-quiet")
+    page.click("[data-testid=face] >> nth=0")
+    page.wait_for_selector("[data-testid=metadata]")
+    text = page.locator("[data-testid=metadata]").inner_text()
+    for label in ("Captured", "Camera", "Track", "Score", "Detector", "Bounding box", "Key"):
+        assert label in text or label == "Track", label
+    assert "loadgen/synthetic" in text and "faces/edge-quiet/" in text
+    assert page.evaluate("document.querySelector('[data-testid=image]').naturalWidth") > 0, "the crop loaded"
+    with page.expect_download() as download:
+        page.click("[data-testid=download]")
+    assert download.value.suggested_filename.startswith("edge-quiet_") and download.value.suggested_filename.endswith(".png")
+    page.screenshot(path=screenshots / "face.png")
+
+
+def test_an_admin_deletes_a_face_and_a_day_and_they_are_gone_from_s3(context: Any, stack: Stack, screenshots: Path) -> None:
+    stack.publish("edge-erase", 4)
+    keys = stack.keys("edge-erase")
+    assert len(keys) == 4
+    page = logged_in(context, stack, "admin", "/devices/edge-erase")
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.wait_for_selector("[data-testid=face]")
+    newest = face_ids(page)[0]
+    page.click("[data-testid=face] >> nth=0")
+    page.wait_for_selector("[data-testid=erase-face]")
+    page.screenshot(path=screenshots / "face-admin.png")
+    page.click("[data-testid=erase-face]")
+    page.wait_for_url("**/devices/edge-erase?deleted=1")
+    assert f"faces/{newest}" not in stack.keys("edge-erase")
+    with pytest.raises(stack.s3.exceptions.ClientError):
+        stack.s3.head_object(Bucket=stack.bucket, Key=f"faces/{newest}")
+    day = newest.split("/")[1:4]
+    page.goto(f"{stack.url}/devices/edge-erase?day={'-'.join(day)}")
+    page.wait_for_selector("[data-testid=erase-day]")
+    page.click("[data-testid=erase-day]")
+    page.wait_for_selector("[data-testid=banner]:has-text('Deleted 3 faces')")
+    page.screenshot(path=screenshots / "device-erased.png")
+    assert stack.keys("edge-erase") == [], "the day's objects are gone from the bucket"
+
+
+def test_a_viewer_sees_no_delete_button_and_the_api_refuses(context: Any, stack: Stack) -> None:
+    page = logged_in(context, stack, "viewer", "/devices/edge-quiet")
+    page.wait_for_selector("[data-testid=face]")
+    face = face_ids(page)[0]
+    page.goto(f"{stack.url}/faces/{face}")
+    page.wait_for_selector("[data-testid=metadata]")
+    assert page.locator("[data-testid=erase-face]").count() == 0
+    day = "-".join(face.split("/")[1:4])
+    page.goto(f"{stack.url}/devices/edge-quiet?day={day}")
+    page.wait_for_selector("[data-testid=face]")
+    assert page.locator("[data-testid=erase-day]").count() == 0
+    status = page.evaluate(
+        """async (face) => {
+            const session = await (await fetch('/api/session')).json();
+            const answer = await fetch('/api/faces/' + face, {method: 'DELETE', headers: {'X-CSRF-Token': session.csrf}});
+            return answer.status;
+        }""",
+        face,
+    )
+    assert status == 403
+    assert f"faces/{face}" in stack.keys("edge-quiet")
+
+
+def test_a_store_that_is_down_is_said_on_the_page(context: Any, tmp_path: Path, screenshots: Path) -> None:
+    storage = StoreSettings(store="s3://faces/x", s3_endpoint_url=f"http://127.0.0.1:{free_port()}")
+    env = {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+    gallery = start_gallery(tmp_path, storage, extra_env=env)
+    try:
+        page = context.new_page()
+        page.goto(f"{gallery.gallery_url}/login")  # type: ignore[attr-defined]
+        page.fill("input[name=user]", "viewer")
+        page.fill("input[name=password]", PASSWORDS["viewer"])
+        page.click("form[data-testid=login] button[type=submit]")
+        page.wait_for_selector("[data-testid=banner]:has-text('not reachable')")
+        page.wait_for_selector("[data-testid=unavailable]")
+        page.screenshot(path=screenshots / "store-down.png")
+        assert gallery.process.running()
+    finally:
+        gallery.stop()
