@@ -1,7 +1,7 @@
 """Mosquitto password and ACL files for the cloud broker: one identity per device, one for the processor.
 
-Each device user may only publish under `<base>/<its user name>`; the processor user may only
-read `<base>/#`. The ACL lists every user explicitly (no `pattern` lines, which would also
+Each device user may only publish its faces to `<base>/<its user name>` and its components' status
+to `<base>/<its user name>/status/+` (contract.device_topics); the processor user may only read `<base>/#`. The ACL lists every user explicitly (no `pattern` lines, which would also
 apply to the processor), so anything not listed is denied.
 """
 
@@ -41,9 +41,9 @@ def write_password_file(path: Path, users: dict[str, str]) -> Path:
 
 
 def acl_text(devices: list[str], processor_user: str, base: str = contract.DEFAULT_REMOTE_TOPIC) -> str:
-    lines = ["# facepipe cloud broker: devices publish only their own topic; the processor only reads."]
+    lines = ["# facepipe cloud broker: devices publish only their own topics; the processor only reads."]
     for device in devices:
-        lines += ["", f"user {device}", f"topic write {contract.remote_topic(base, device)}"]
+        lines += ["", f"user {device}", *(f"topic write {topic}" for topic in contract.device_topics(base, device))]
     lines += ["", f"user {processor_user}", f"topic read {base}/#"]
     return "\n".join(lines) + "\n"
 

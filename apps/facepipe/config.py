@@ -148,6 +148,18 @@ def common() -> CommonSettings:
 
 
 @dataclass(frozen=True)
+class StatusSettings:
+    """The retained status an edge component keeps on its broker (contract.Status)."""
+
+    status_interval: float = setting(
+        30.0,
+        "FACEPIPE_STATUS_INTERVAL_SECONDS",
+        "seconds between refreshes of the component's retained status (the camera's heartbeat; 0: only on connect and stop)",
+        check=non_negative,
+    )
+
+
+@dataclass(frozen=True)
 class DetectorSettings:
     """Face detection on the camera."""
 
@@ -165,6 +177,7 @@ class DetectorSettings:
 class CameraSettings:
     common: CommonSettings = group("", "", common, "common")
     broker: BrokerSettings = group("LOCAL_MQTT_", "local", BrokerSettings, "edge broker the camera publishes to")
+    status: StatusSettings = group("", "", StatusSettings, "status")
     detect: DetectorSettings = group("", "", DetectorSettings, "detector")
     source: str = setting(
         "/dev/video0", "FACEPIPE_SOURCE", "V4L2 device (path or index), rtsp:// or http(s):// URL, video file, or image directory"
@@ -225,6 +238,7 @@ class CameraSettings:
 class LoggerSettings:
     common: CommonSettings = group("", "", common, "common")
     broker: BrokerSettings = group("LOCAL_MQTT_", "local", BrokerSettings, "edge broker the logger subscribes to")
+    status: StatusSettings = group("", "", StatusSettings, "status")
     loss_grace_seconds: float = setting(
         5.0,
         "FACEPIPE_LOSS_GRACE_SECONDS",
@@ -238,6 +252,7 @@ class ForwarderSettings:
     common: CommonSettings = group("", "", common, "common")
     local: BrokerSettings = group("LOCAL_MQTT_", "local", BrokerSettings, "edge broker to read faces from")
     remote: BrokerSettings = group("REMOTE_MQTT_", "remote", remote_broker, "cloud broker to forward faces to")
+    status: StatusSettings = group("", "", StatusSettings, "status")
     max_inflight: int = setting(100, "FACEPIPE_MAX_INFLIGHT", "unacknowledged QoS 1 messages in flight to the cloud", check=positive)
     spool_dir: str = setting(
         DEFAULT_SPOOL_DIR,
@@ -569,6 +584,6 @@ def environment_names(cls: type) -> list[str]:
 
 __all__ = [
     "BrokerSettings", "CameraSettings", "CommonSettings", "ConfigError", "DetectorSettings",
-    "ForwarderSettings", "GallerySettings", "LoggerSettings", "ProbeSettings", "ProcessorSettings", "RunSettings", "StoreSettings",
+    "ForwarderSettings", "GallerySettings", "LoggerSettings", "ProbeSettings", "ProcessorSettings", "RunSettings", "StatusSettings", "StoreSettings",
     "add_arguments", "describe", "environment_names", "load", "print_effective", "to_environment",
 ]  # fmt: skip

@@ -3,11 +3,16 @@
 A face message is one encoded image crop as the MQTT payload, with its metadata in MQTT 5
 properties (content type + user properties). Object keys derive from that metadata alone,
 so a redelivered message overwrites its own object instead of adding a copy.
+
+A status message is a component's retained JSON status on `<base>/status/<component>` at the
+edge, relayed by the forwarder to `<base>/<device>/status/<component>` in the cloud (`Status`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -65,6 +70,11 @@ def remote_subscription(base: str, share_group: str = "") -> str:
     """The processor's subscription: every device under `base`, shared when a group is given."""
     topic = f"{base}/#"
     return f"$share/{share_group}/{topic}" if share_group else topic
+
+
+def device_topics(base: str, device: str) -> tuple[str, str]:
+    """What a device may publish on the cloud broker (its ACL): its faces and its components' status."""
+    return remote_topic(base, device), remote_status_topic(base, device, "+")
 
 
 def device_from_topic(base: str, topic: str) -> str:
@@ -274,3 +284,137 @@ def parse_object_key(prefix: str, key: str) -> KeyFacts:
         raise ContractError("bad_key", f"{key!r}: {exc}") from None
     seq = name["seq"]
     return KeyFacts(parts[0], captured, parts[4], name["camera"], name["boot"], None if seq is None else int(seq))
+
+
+# --- status -------------------------------------------------------------------------------------
+
+STATUS_SCHEMA = "facepipe-status/1"
+STATUS_CONTENT_TYPE = "application/json"
+STATUS_COMPONENTS = ("camera", "logger", "forwarder")  # the edge components that announce themselves
+STATUS_STATES = ("online", "offline")
+# The camera's video source: opening (first attempt under way), opened (frames coming), retrying
+# (a live source that does not open or stopped; retried), failed (gave up: the camera exits),
+# ended (a file or folder read to its end).
+SOURCE_STATES = ("opening", "opened", "retrying", "failed", "ended")
+MAX_STATUS_BYTES = 4096
+
+
+def status_topic(base: str, component: str) -> str:
+    """A component's status topic on the edge broker: `<base>/status/<component>`."""
+    return f"{base}/status/{component}"
+
+
+def remote_status_topic(base: str, device: str, component: str) -> str:
+    """Where the forwarder relays it in the cloud, in the device's subtree: `<base>/<device>/status/<component>`."""
+    return f"{base}/{device}/status/{component}"
+
+
+def remote_status_subscription(base: str) -> str:
+    """Every device's status (never shared: retained messages are not sent to shared subscriptions)."""
+    return remote_status_topic(base, "+", "+")
+
+
+def status_from_topic(base: str, topic: str) -> tuple[str, str] | None:
+    """(device, component) of a cloud status topic; None for any other topic."""
+    parts = topic[len(base) + 1 :].split("/") if topic.startswith(base + "/") else []
+    if len(parts) == 3 and parts[1] == "status" and parts[2] in STATUS_COMPONENTS and ID_PATTERN.fullmatch(parts[0]):
+        return parts[0], parts[2]
+    return None
+
+
+@dataclass(frozen=True)
+class Capture:
+    """The camera's part of its status: is it seeing anything, and is anybody there."""
+
+    camera: str
+    source: str  # one of SOURCE_STATES
+    frames_read: int  # since the camera started (boot)
+    frames_analysed: int
+    faces: int  # detected
+    fps: float  # frames read per second since the previous status
+
+
+@dataclass(frozen=True)
+class Status:
+    """One component's status: `online` on connect and every `interval` seconds, `offline` on a
+    clean stop and as the MQTT last will (a will carries no capture: it was armed at connect)."""
+
+    device: str
+    component: str
+    state: str  # one of STATUS_STATES
+    boot: str  # random per process run
+    sent_at: datetime  # a will's is the time it was armed
+    interval: float  # seconds to the next status while online; 0: none
+    capture: Capture | None = None
+
+    def to_json(self) -> bytes:
+        doc: dict[str, object] = {
+            "schema": STATUS_SCHEMA, "device": self.device, "component": self.component, "state": self.state,
+            "boot": self.boot, "sent_at": format_timestamp(self.sent_at), "interval": self.interval,
+        }  # fmt: skip
+        if self.capture is not None:
+            doc.update(vars(self.capture))
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, payload: bytes) -> Status:
+        """Parse and validate a status payload; raise ContractError("bad_status", ...) naming the bad field."""
+        if len(payload) > MAX_STATUS_BYTES:
+            raise ContractError("bad_status", f"status of {len(payload)} bytes (at most {MAX_STATUS_BYTES})")
+        try:
+            doc = json.loads(payload)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise ContractError("bad_status", f"not JSON: {exc}") from None
+        if not isinstance(doc, dict) or doc.get("schema") != STATUS_SCHEMA:
+            raise ContractError("bad_status", f"not a {STATUS_SCHEMA} object")
+        try:
+            component = _choice(doc, "component", STATUS_COMPONENTS)
+            capture = None
+            if component == "camera" and "source" in doc:
+                capture = Capture(
+                    camera=check_id("camera", _text(doc, "camera")),
+                    source=_choice(doc, "source", SOURCE_STATES),
+                    frames_read=_count(doc, "frames_read"),
+                    frames_analysed=_count(doc, "frames_analysed"),
+                    faces=_count(doc, "faces"),
+                    fps=_number(doc, "fps"),
+                )
+            return cls(
+                device=check_id("device", _text(doc, "device")),
+                component=component,
+                state=_choice(doc, "state", STATUS_STATES),
+                boot=check_id("boot", _text(doc, "boot")),
+                sent_at=parse_timestamp(_text(doc, "sent_at")),
+                interval=_number(doc, "interval"),
+                capture=capture,
+            )
+        except ContractError as exc:
+            raise ContractError("bad_status", exc.detail) from None
+
+
+def _text(doc: dict[str, object], name: str) -> str:
+    value = doc.get(name)
+    if not isinstance(value, str):
+        raise ContractError("bad_status", f"{name} {value!r} is not a string")
+    return value
+
+
+def _choice(doc: dict[str, object], name: str, choices: tuple[str, ...]) -> str:
+    value = doc.get(name)
+    if value not in choices:
+        raise ContractError("bad_status", f"{name} {value!r} is not one of {', '.join(choices)}")
+    return str(value)
+
+
+def _count(doc: dict[str, object], name: str) -> int:
+    value = doc.get(name)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**53:
+        raise ContractError("bad_status", f"{name} {value} is not a count")
+    return value
+
+
+def _number(doc: dict[str, object], name: str) -> float:
+    value = doc.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or not 0 <= value < 1e9:
+        raise ContractError("bad_status", f"{name} {value!r} is not a non-negative number")
+    return float(value)

@@ -4,6 +4,10 @@ Payload and MQTT 5 properties are kept byte for byte. Each edge message is first
 on-disk spool (fsync'd) and only then acknowledged to the edge broker; a sender thread drains the
 spool in order to the cloud at QoS 1, committing each record when the cloud acknowledges it.
 While the cloud is unreachable faces accumulate in the bounded spool, which survives restarts.
+
+The edge components' retained status (`<local topic>/status/<component>`) is relayed to
+`<remote topic>/<device>/status/<component>`, the newest of each again after every reconnect, and
+the forwarder keeps its own status there, with the cloud broker holding its last will.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from facepipe.config import ForwarderSettings
 from facepipe.mqtt import AckTracker, BrokerLink, client_id
 from facepipe.service import Component
 from facepipe.spool import Entry, Spool, encode_properties
+from facepipe.status import StatusAnnouncer, publish_status
 
 LOCAL_SESSION_EXPIRY = 7 * 86400
 # Edge acknowledgements wait for the spool's fsync; group them so one fsync covers many faces.
@@ -47,6 +52,13 @@ class Forwarder(Component):
             "facepipe_forwarder_spool_dropped_total", "faces dropped from the spool, by reason", ["reason"], registry=reg
         )
         self.spool_bytes = Gauge("facepipe_forwarder_spool_bytes", "bytes waiting in the spool", registry=reg)
+        Gauge("facepipe_forwarder_spool_limit_bytes", "the spool's size limit (FACEPIPE_SPOOL_MAX_BYTES)", registry=reg).set(
+            settings.spool_max_bytes
+        )
+        self.relayed = Counter(
+            "facepipe_forwarder_status_relayed_total", "edge components' status messages relayed to the cloud", ["component"], registry=reg
+        )
+        self.latest_status: dict[str, bytes] = {}  # cloud status topic -> the newest status relayed there
         self.spool = Spool(Path(settings.spool_dir), settings.spool_max_bytes, settings.spool_max_age_seconds, on_drop=self._on_spool_drop)
         self.acks: AckTracker[Entry] = AckTracker(self._done, self._refused)  # cloud mid -> spool record awaiting the cloud's ack
         self.unsynced: list[mqtt.MQTTMessage] = []  # edge messages spooled, awaiting fsync before their ack
@@ -56,10 +68,18 @@ class Forwarder(Component):
             max_inflight=settings.max_inflight,
         )  # fmt: skip
         self.remote.client.on_publish = self._on_remote_ack
+        self.remote_acks = self.acks if settings.remote.qos else None  # where the cloud's acks of status publishes go
+        self.status = StatusAnnouncer(
+            self.remote, contract.remote_status_topic(settings.remote.topic, device, self.name), self.identity(),
+            settings.status.status_interval, acks=self.remote_acks,
+        )  # fmt: skip
+        self.remote.on_connected.append(self._relay_latest)
         # The edge session persists so faces published while the forwarder restarts wait for it.
+        self.status_prefix = contract.status_topic(settings.local.topic, "")
         self.local = BrokerLink(
             "edge", settings.local, client_id(settings.local, "forwarder", device), self.link_metrics, log,
-            subscriptions=(settings.local.topic,), on_message=self._on_local_message, manual_ack=True,
+            subscriptions=(settings.local.topic, contract.status_topic(settings.local.topic, "+")),
+            on_message=self._on_local_message, manual_ack=True,
             session_expiry=LOCAL_SESSION_EXPIRY if settings.local.qos else 0, max_inflight=settings.max_inflight,
         )  # fmt: skip
 
@@ -72,6 +92,9 @@ class Forwarder(Component):
     # --- edge -> spool ---------------------------------------------------------------------
 
     def _on_local_message(self, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic.startswith(self.status_prefix):
+            self._relay_status(msg)
+            return
         self.spool.append(encode_properties(getattr(msg, "properties", None)), msg.payload)
         self.received.inc()
         with self.lock:
@@ -93,6 +116,29 @@ class Forwarder(Component):
         for msg in batch:
             self.local.client.ack(msg.mid, msg.qos)
         self.spool_bytes.set(self.spool.size_bytes())
+
+    # --- status -> cloud -------------------------------------------------------------------
+
+    def _relay_status(self, msg: mqtt.MQTTMessage) -> None:
+        """Relay an edge component's status (newest wins: it is retained on both brokers, never spooled)."""
+        component = msg.topic[len(self.status_prefix) :]
+        if component in contract.STATUS_COMPONENTS and component != self.name:
+            topic = contract.remote_status_topic(self.settings.remote.topic, self.settings.common.device_id, component)
+            with self.lock:
+                self.latest_status[topic] = msg.payload
+            if self.remote.connected.is_set():
+                publish_status(self.remote, topic, msg.payload, self.remote_acks)
+            self.relayed.labels(component).inc()
+        else:
+            self.log.warning("status.ignored", extra={"topic": msg.topic, "bytes": len(msg.payload)})
+        self.local.client.ack(msg.mid, msg.qos)
+
+    def _relay_latest(self) -> None:
+        """After a (re)connect to the cloud: the newest status of each edge component again."""
+        with self.lock:
+            latest = list(self.latest_status.items())
+        for topic, payload in latest:
+            publish_status(self.remote, topic, payload, self.remote_acks)
 
     # --- spool -> cloud --------------------------------------------------------------------
 
@@ -135,6 +181,7 @@ class Forwarder(Component):
     def run(self, stop: threading.Event) -> None:
         self.remote.start()
         self.local.start()
+        self.status.start()
         workers = [
             threading.Thread(target=self._sync_loop, args=(stop,), name="spool-sync"),
             threading.Thread(target=self._send_loop, args=(stop,), name="sender"),
@@ -146,6 +193,7 @@ class Forwarder(Component):
         for worker in workers:
             worker.join()
         self.local.stop()
+        self.status.stop()
         self.remote.stop()
         self.spool.close()
 

@@ -11,10 +11,12 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from prometheus_client import Counter
 
+from facepipe import contract
 from facepipe.config import LoggerSettings
 from facepipe.contract import ContractError, FaceMeta, format_timestamp
 from facepipe.mqtt import BrokerLink, client_id
 from facepipe.service import Component
+from facepipe.status import StatusAnnouncer
 
 LOSS_CHECK_SECONDS = 1.0
 
@@ -90,6 +92,9 @@ class FaceLogger(Component):
             "local", broker, client_id(broker, "logger", settings.common.device_id), self.link_metrics, log,
             subscriptions=(broker.topic,), on_message=self.on_message,
         )  # fmt: skip
+        self.status = StatusAnnouncer(
+            self.link, contract.status_topic(broker.topic, self.name), self.identity(), settings.status.status_interval
+        )
 
     def on_message(self, msg: mqtt.MQTTMessage) -> None:
         try:
@@ -136,8 +141,10 @@ class FaceLogger(Component):
 
     def run(self, stop: threading.Event) -> None:
         self.link.start()
+        self.status.start()
         while not stop.wait(LOSS_CHECK_SECONDS):
             self.report_losses()
+        self.status.stop()
         self.link.stop()
         self.report_losses()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -70,6 +71,9 @@ class Client(mqtt.Client):
         return ReadBufferedSocket(super()._create_socket())
 
 
+_UNTRACKED = object()
+
+
 class AckTracker(Generic[T]):
     """Pairs QoS 1 publishes with their PUBACKs, whichever the application sees first.
 
@@ -77,6 +81,8 @@ class AckTracker(Generic[T]):
     must not hold a lock of its own across `publish()`; a PUBACK can therefore arrive before
     `sent()` records the message id. Once both halves are known, `on_done(item)` runs, or
     `on_refused(item, reason)` when the broker refused the message (for instance its ACL).
+    Other publishes on the same connection (status messages) are paired with `sent_untracked()`,
+    so their acknowledgements are consumed instead of waiting for a message id paho reuses later.
     """
 
     def __init__(self, on_done: Callable[[T], None], on_refused: Callable[[T, ReasonCode], None]) -> None:
@@ -94,6 +100,10 @@ class AckTracker(Generic[T]):
             reason = self._early.pop(mid)
         self._complete(item, reason)
 
+    def sent_untracked(self, mid: int) -> None:
+        """A publish whose acknowledgement nobody waits for (it completes neither callback)."""
+        self.sent(mid, _UNTRACKED)  # type: ignore[arg-type]
+
     def acked(self, mid: int, reason: ReasonCode | None) -> None:
         with self._cond:
             if mid not in self._waiting:
@@ -105,6 +115,8 @@ class AckTracker(Generic[T]):
         self._complete(item, reason)
 
     def _complete(self, item: T, reason: ReasonCode | None) -> None:
+        if item is _UNTRACKED:
+            return
         if reason is not None and reason.is_failure:
             self.on_refused(item, reason)
         else:
@@ -143,6 +155,7 @@ class BrokerLink:
         self.subscriptions = subscriptions
         self.session_expiry = session_expiry
         self.connected = threading.Event()
+        self.on_connected: list[Callable[[], None]] = []  # run on paho's thread on every (re)connect
         self.client = Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=client_id,
@@ -166,6 +179,7 @@ class BrokerLink:
         self.client.on_disconnect = self._on_disconnect
         if on_message is not None:
             self.client.on_message = lambda _c, _u, msg: on_message(msg)
+        self._cert_expiry = metrics.server_cert_expiry.labels(name) if settings.tls else None
         self._connected_gauge = metrics.connected.labels(name)
         self._connects = metrics.connects.labels(name)
         self._disconnects = metrics.disconnects.labels(name)
@@ -196,12 +210,27 @@ class BrokerLink:
             return
         for topic in self.subscriptions:
             client.subscribe(topic, qos=self.settings.qos)
+        for hook in self.on_connected:  # before `connected` is set: what a waiter publishes next comes after
+            hook()
         self.connected.set()
         self._connected_gauge.set(1)
         self._connects.inc()
-        self.log.info(
-            "mqtt.connected", extra={"broker": self.name, "address": self.settings.address, "subscriptions": list(self.subscriptions)}
-        )
+        event = {"broker": self.name, "address": self.settings.address, "subscriptions": list(self.subscriptions)}
+        expires = self._server_cert_expiry(client)
+        if expires is not None:
+            event["server_cert_expires"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires))
+        self.log.info("mqtt.connected", extra=event)
+
+    def _server_cert_expiry(self, client: mqtt.Client) -> float | None:
+        """The end of validity of the certificate the broker presented (TLS only), also as a metric."""
+        if self._cert_expiry is None:
+            return None
+        cert = getattr(client.socket(), "getpeercert", lambda: None)()
+        if not cert or "notAfter" not in cert:
+            return None
+        expires = float(ssl.cert_time_to_seconds(cert["notAfter"]))
+        self._cert_expiry.set(expires)
+        return expires
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _flags: Any, reason: ReasonCode, _props: Any) -> None:
         was_connected = self.connected.is_set()
@@ -224,3 +253,9 @@ class LinkMetrics:
         self.connected = Gauge("facepipe_mqtt_connected", "1 while connected to the broker", ["broker"], registry=registry)
         self.connects = Counter("facepipe_mqtt_connects_total", "successful (re)connections", ["broker"], registry=registry)
         self.disconnects = Counter("facepipe_mqtt_disconnects_total", "lost connections", ["broker"], registry=registry)
+        self.server_cert_expiry = Gauge(
+            "facepipe_mqtt_server_cert_expiry_timestamp_seconds",
+            "when the TLS certificate the broker presented expires (unix time; TLS links only)",
+            ["broker"],
+            registry=registry,
+        )

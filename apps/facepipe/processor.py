@@ -5,6 +5,9 @@ batches (what is queued, up to the store's batch size), validate and store them,
 durable with one `sync()`, retrying with backoff for as long as that fails. A QoS 1 message is
 acknowledged only once its object is durable, so a crash or restart makes the broker redeliver
 it, and because keys derive from the metadata the redelivery overwrites the same object.
+
+Status messages of the edge components (`<base>/<device>/status/<component>`) are not faces: they
+update the fleet's metrics (facepipe.fleet) on paho's thread and are acknowledged at once.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from prometheus_client import Counter, Histogram
 from facepipe import contract, imaging
 from facepipe.config import ProcessorSettings
 from facepipe.contract import ContractError, FaceMeta
+from facepipe.fleet import Fleet
 from facepipe.mqtt import BrokerLink, client_id
 from facepipe.service import Component
 from facepipe.storage import Store, StoreUnavailable, open_store
@@ -79,13 +83,29 @@ class Processor(Component):
         self.latency = Histogram(
             "facepipe_processor_capture_to_stored_seconds", "capture to stored, from captured_at", registry=reg, buckets=LATENCY_BUCKETS
         )
+        self.fleet = Fleet(reg)
         broker = settings.broker
+        subscriptions = [contract.remote_subscription(broker.topic, settings.share_group)]
+        if settings.share_group:  # a shared subscription gets no retained messages: every replica reads the status itself
+            subscriptions.append(contract.remote_status_subscription(broker.topic))
         self.link = BrokerLink(
             "cloud", broker, client_id(broker, "processor", settings.common.device_id), self.link_metrics, log,
-            subscriptions=(contract.remote_subscription(broker.topic, settings.share_group),),
-            on_message=self._enqueue, manual_ack=True, session_expiry=settings.session_expiry,
+            subscriptions=tuple(subscriptions), on_message=self._on_message, manual_ack=True, session_expiry=settings.session_expiry,
             max_inflight=settings.workers * 64,
         )  # fmt: skip
+
+    def _on_message(self, msg: mqtt.MQTTMessage) -> None:
+        status_of = contract.status_from_topic(self.settings.broker.topic, msg.topic)
+        if status_of is None:
+            self._enqueue(msg)
+            return
+        try:
+            status, changed = self.fleet.observe(*status_of, msg.payload)
+            if changed:
+                self.log.info("device.status", extra={"device": status.device, "component": status.component, "state": status.state})
+        except ContractError as exc:
+            self.log.warning("status.rejected", extra={"topic": msg.topic, "reason": exc.reason, "detail": exc.detail[:300]})
+        self.link.client.ack(msg.mid, msg.qos)
 
     def _enqueue(self, msg: mqtt.MQTTMessage) -> None:
         """Hand a message to the workers; block paho's thread while they are busy (backpressure)."""

@@ -142,9 +142,9 @@ class Pipeline:
                 workdir,
             ),
             "forwarder": ComponentProcess(
-                "forwarder", config.ForwarderSettings(common=common, local=edge, remote=uplink.forwarder), workdir
+                "forwarder", config.ForwarderSettings(common=common, local=edge, remote=uplink.forwarder, status=camera.status), workdir
             ),
-            "logger": ComponentProcess("logger", config.LoggerSettings(common=common, broker=edge), workdir),
+            "logger": ComponentProcess("logger", config.LoggerSettings(common=common, broker=edge, status=camera.status), workdir),
             "camera": ComponentProcess("camera", replace(camera, broker=edge), workdir),
         }
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import secrets
 import signal
 import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Info
 
+from facepipe import __version__
 from facepipe.config import CommonSettings
 from facepipe.errors import FatalError
 from facepipe.mqtt import LinkMetrics
@@ -29,6 +31,15 @@ class Component(ABC):
         self.log = log
         self.registry = CollectorRegistry()
         self.link_metrics = LinkMetrics(self.registry)
+        self.boot = secrets.token_hex(4)  # this process run: the faces' `boot`, the status messages'
+        # facepipe_component_info{component, device, version} 1: lets rules join a target's metrics to its device.
+        Info("facepipe_component", "which component this is, on which device", registry=self.registry).info(
+            {"component": self.name, "device": common.device_id, "version": __version__}
+        )
+
+    def identity(self) -> tuple[str, str, str]:
+        """(device, component, boot): who a status message is from."""
+        return self.common.device_id, self.name, self.boot
 
     @abstractmethod
     def run(self, stop: threading.Event) -> None:

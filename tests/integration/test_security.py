@@ -1,8 +1,8 @@
 """Uplink security (issue 5) against a real Mosquitto with a password file, an ACL and a TLS listener.
 
 The cloud broker here is configured as the charts configure it: anonymous clients refused, one
-user per device allowed to publish only `cam_bin_remote/<its user name>`, a processor user
-allowed only to read `cam_bin_remote/#`, and a TLS listener with a certificate from a throwaway
+user per device allowed to publish only `cam_bin_remote/<its user name>` (and its components'
+status under it), a processor user allowed only to read `cam_bin_remote/#`, and a TLS listener with a certificate from a throwaway
 CA (facepipe.pki). The processor and the forwarder run as real `facepipe` processes
 connecting over TLS with their own credentials.
 """
@@ -309,16 +309,19 @@ def test_devices_may_only_publish_their_own_topic_and_cannot_read(cloud: Mosquit
             "edge-a on the base topic": device_a.publish(BASE, face, face_props("edge-a")),
             "edge-a under its topic, a level down": device_a.publish(f"{BASE}/edge-a/x", face, face_props("edge-a")),
             "edge-a on another tree": device_a.publish("cam_bin/edge-a", face, face_props("edge-a")),
+            "edge-a's status as edge-b": device_a.publish(f"{BASE}/edge-b/status/camera", b"{}", None),
+            "edge-a's status, a level down": device_a.publish(f"{BASE}/edge-a/status/camera/x", b"{}", None),
             "processor publishing": processor_pub.publish(f"{BASE}/edge-a", face, face_props("edge-a")),
         }
         for what, reason in refused.items():
             assert reason.value == NOT_AUTHORIZED, (what, reason)
-        allowed = device_a.publish(f"{BASE}/edge-a", face, face_props("edge-a"))
-        assert not allowed.is_failure, allowed
-        (delivered,) = watcher.wait_for(1, timeout=10)
-        assert delivered.topic == f"{BASE}/edge-a"
+        own = [f"{BASE}/edge-a", f"{BASE}/edge-a/status/camera"]  # contract.device_topics: its faces, its status
+        for topic in own:
+            allowed = device_a.publish(topic, face, face_props("edge-a"))
+            assert not allowed.is_failure, (topic, allowed)
+        watcher.wait_for(len(own), timeout=10)
         time.sleep(0.5)
-        assert [m.topic for m in watcher.messages] == [f"{BASE}/edge-a"], "a refused publish reached a subscriber"
+        assert [m.topic for m in watcher.messages] == own, "a refused publish reached a subscriber"
         assert eavesdropper.messages == [], "a device read another device's faces"
     finally:
         for client in (eavesdropper, watcher, device_a, processor_pub):

@@ -1,5 +1,7 @@
-"""The contract: properties round-trip, keys derive from metadata alone, bad metadata is named."""
+"""The contract: properties round-trip, keys derive from metadata alone, bad metadata is named; status messages."""
 
+import json
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -159,3 +161,69 @@ def test_keys_of_another_form_are_bad_keys(key: str) -> None:
     with pytest.raises(ContractError) as info:
         contract.parse_object_key("faces", key)
     assert info.value.reason == "bad_key"
+
+
+# --- status ---
+
+
+def status(**overrides: object) -> contract.Status:
+    capture = contract.Capture("cam0", "opened", 120, 100, 3, 9.5)
+    fields: dict[str, object] = dict(
+        device="edge-1", component="camera", state="online", boot="a1b2c3d4", sent_at=CAPTURED.replace(microsecond=123000),
+        interval=30.0, capture=capture,
+    )  # fmt: skip
+    fields.update(overrides)
+    return contract.Status(**fields)  # type: ignore[arg-type]
+
+
+def test_status_round_trips_through_json() -> None:
+    for original in (status(), status(component="logger", capture=None), status(state="offline", capture=None)):
+        assert contract.Status.from_json(original.to_json()) == original
+    doc = json.loads(status().to_json())
+    assert doc["schema"] == "facepipe-status/1" and doc["sent_at"] == "2026-11-24T21:34:05.123Z"
+    assert {k: doc[k] for k in ("camera", "source", "frames_read", "frames_analysed", "faces", "fps")} == {
+        "camera": "cam0", "source": "opened", "frames_read": 120, "frames_analysed": 100, "faces": 3, "fps": 9.5,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"schema": "facepipe-status/2"}, "not a facepipe-status/1 object"),
+        ({"state": "sleeping"}, "state 'sleeping'"),
+        ({"component": "processor"}, "component 'processor'"),
+        ({"device": "edge 1"}, "device 'edge 1'"),
+        ({"boot": 7}, "boot 7 is not a string"),
+        ({"sent_at": "yesterday"}, "captured_at 'yesterday'"),
+        ({"interval": -1}, "interval -1"),
+        ({"interval": True}, "interval True"),
+        ({"source": "dreaming"}, "source 'dreaming'"),
+        ({"frames_read": 1.5}, "frames_read 1.5"),
+        ({"fps": float("inf")}, "fps inf"),
+    ],
+)
+def test_bad_status_is_named(change: dict[str, object], needle: str) -> None:
+    doc = {**json.loads(status().to_json()), **change}
+    with pytest.raises(ContractError, match=re.escape(needle)) as info:
+        contract.Status.from_json(json.dumps(doc).encode())
+    assert info.value.reason == "bad_status"
+
+
+@pytest.mark.parametrize("payload", [b"", b"\xff\xfe", b"[1, 2]", b"null", b"{" + b" " * 5000 + b"}"])
+def test_status_that_is_not_a_status_object_is_refused(payload: bytes) -> None:
+    with pytest.raises(ContractError) as info:
+        contract.Status.from_json(payload)
+    assert info.value.reason == "bad_status"
+
+
+def test_status_topics() -> None:
+    assert contract.status_topic("cam_bin", "camera") == "cam_bin/status/camera"
+    assert contract.remote_status_topic("cam_bin_remote", "edge-1", "camera") == "cam_bin_remote/edge-1/status/camera"
+    assert contract.device_topics("cam_bin_remote", "edge-1") == ("cam_bin_remote/edge-1", "cam_bin_remote/edge-1/status/+")
+    assert contract.status_from_topic("cam_bin_remote", "cam_bin_remote/edge-1/status/logger") == ("edge-1", "logger")
+    for other in (
+        "cam_bin_remote/edge-1", "cam_bin_remote/edge-1/status", "cam_bin_remote/edge-1/status/processor",
+        "cam_bin_remote/edge 1/status/camera", "cam_bin_remote/edge-1/status/camera/x", "cam_bin_remotex/edge-1/status/camera",
+        "cam_bin_remote/edge-1/heartbeat/camera",
+    ):  # fmt: skip
+        assert contract.status_from_topic("cam_bin_remote", other) is None, other

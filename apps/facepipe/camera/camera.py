@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import secrets
 import threading
 import time
 from datetime import UTC, datetime
@@ -14,19 +13,21 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 from prometheus_client import Counter, Gauge, Histogram
 
-from facepipe import imaging
+from facepipe import contract, imaging
 from facepipe.camera.detect import Detection, Detector, create_detector
 from facepipe.camera.sources import Frame, FrameSource, SourceError, classify
 from facepipe.camera.track import Candidate, MotionGate, StableRate, Tracker, quality
 from facepipe.config import CameraSettings
-from facepipe.contract import CONTENT_TYPES, FaceMeta
+from facepipe.contract import CONTENT_TYPES, Capture, FaceMeta
 from facepipe.mqtt import AckTracker, BrokerLink, client_id
 from facepipe.service import Component
+from facepipe.status import StatusAnnouncer
 
 # Faces waiting for the edge broker's acknowledgement; beyond this, while the broker is away,
 # new faces are dropped and counted (their seq numbers still advance, so receivers see the gap).
 MAX_PENDING = 10_000
 DRAIN_TIMEOUT_SECONDS = 20.0  # inside Kubernetes' default 30 s termination grace period
+FAILED_REPORT_SECONDS = 5.0  # how long a camera whose source failed waits for the broker to take that status
 DETECT_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 
@@ -47,13 +48,12 @@ class Camera(Component):
         self.settings = settings
         self.detector = detector or create_detector(settings.detect)
         self.content_type = CONTENT_TYPES[settings.image_format]
-        self.boot = secrets.token_hex(4)
         self.seq = 0
         self.lock = threading.Lock()
         self.acks: AckTracker[int] = AckTracker(lambda _seq: self._published(), lambda seq, reason: self._drop("refused", seq, str(reason)))
         self.source_open = threading.Event()
         self.totals = {
-            "frames": 0, "frames_dropped": 0, "frames_skipped_no_motion": 0, "frames_skipped_stable": 0,
+            "frames_read": 0, "frames": 0, "frames_dropped": 0, "frames_skipped_no_motion": 0, "frames_skipped_stable": 0,
             "faces_detected": 0, "published": 0, "dropped": 0,
         }  # fmt: skip
         self.tracker = Tracker(settings.track_republish_seconds) if settings.publish_policy == "track" else None
@@ -78,9 +78,23 @@ class Camera(Component):
         self.published = Counter("facepipe_camera_faces_published_total", "faces accepted by the edge broker", registry=reg)
         self.dropped = Counter("facepipe_camera_faces_dropped_total", "faces not delivered, by reason", ["reason"], registry=reg)
         self.detect_seconds = Histogram("facepipe_camera_detect_seconds", "detector time per frame", registry=reg, buckets=DETECT_BUCKETS)
+        self.frames_read = Counter(
+            "facepipe_camera_frames_read_total", "frames read from the source (analysed, skipped or dropped)", registry=reg
+        )
+        self.source_state = Gauge(
+            "facepipe_camera_source_state", "1 for the video source's current state (contract.SOURCE_STATES)", ["state"], registry=reg
+        )
+        self.state = "opening"
+        self.frames_read_before = 0  # by the sources closed before the current one
+        self.capture_clock = (time.monotonic(), 0)  # (when, frames read) at the previous status, for its fps
         broker = settings.broker
         self.link = BrokerLink("edge", broker, client_id(broker, "camera", settings.common.device_id), self.link_metrics, log)
         self.link.client.on_publish = self._on_ack
+        self.status = StatusAnnouncer(
+            self.link, contract.status_topic(broker.topic, self.name), self.identity(), settings.status.status_interval,
+            acks=self.acks if broker.qos else None, capture=self.capture,
+        )  # fmt: skip
+        self._set_state("opening")
 
     # --- publishing ------------------------------------------------------------------------
 
@@ -130,6 +144,33 @@ class Camera(Component):
         else:
             self._drop("broker_unavailable", seq)
 
+    # --- status ----------------------------------------------------------------------------
+
+    def _set_state(self, state: str) -> None:
+        """The source's state, on /metrics and (at once, when it changed) in the retained status."""
+        changed, self.state = state != self.state, state
+        for name in contract.SOURCE_STATES:
+            self.source_state.labels(name).set(1 if name == state else 0)
+        if changed:
+            self.status.changed()
+
+    def _count_read(self, source: FrameSource) -> None:
+        with self.lock:
+            read = self.frames_read_before + source.frames_read
+            new = read - self.totals["frames_read"]
+            self.totals["frames_read"] = read
+        self.frames_read.inc(new)
+
+    def capture(self) -> Capture:
+        """The camera's part of its status: the source's state, counters, and frames read per second since the last status."""
+        now = time.monotonic()
+        with self.lock:
+            read, analysed, faces = self.totals["frames_read"], self.totals["frames"], self.totals["faces_detected"]
+            then, read_then = self.capture_clock
+            self.capture_clock = (now, read)
+        fps = round((read - read_then) / (now - then), 2) if now > then else 0.0
+        return Capture(self.settings.camera_id, self.state, read, analysed, faces, fps)
+
     # --- the loop --------------------------------------------------------------------------
 
     def _skip(self, reason: str) -> None:
@@ -173,11 +214,13 @@ class Camera(Component):
             try:
                 source = FrameSource(spec, realtime=self.settings.realtime, loop=self.settings.loop)
                 self.source_open.set()
+                self._set_state("opened")
                 self.log.info("source.opened", extra={"source": spec, "kind": classify(spec), "fps": source.reader.fps})
                 return source
             except SourceError as exc:
                 if classify(spec) in ("file", "directory"):
                     raise
+                self._set_state("retrying")
                 self.log.error("source.unavailable", extra={"source": spec, "error": str(exc), "retry_in": self.settings.reconnect_seconds})
                 stop.wait(self.settings.reconnect_seconds)
         return None
@@ -186,6 +229,7 @@ class Camera(Component):
         min_period = 1.0 / self.settings.max_fps if self.settings.max_fps else 0.0
         for frame in source.frames(stop):
             started = time.monotonic()
+            self._count_read(source)
             self.analyse(frame)
             self.frames_dropped.set(source.dropped)
             with self.lock:
@@ -195,6 +239,7 @@ class Camera(Component):
 
     def run(self, stop: threading.Event) -> None:
         self.link.start()
+        self.status.start()
         live = classify(self.settings.source) in ("device", "stream")
         try:
             while not stop.is_set():
@@ -206,16 +251,26 @@ class Camera(Component):
                     while not stop.is_set() and not self.link.connected.wait(0.5):
                         pass
                     self._consume(source, stop)
+                    self._count_read(source)
                     self._flush_tracks()
                 finally:
                     source.close()
                     self.source_open.clear()
+                    with self.lock:
+                        self.frames_read_before = self.totals["frames_read"]
                 if not live:
+                    self._set_state("ended")
                     break
+                self._set_state("retrying")
                 self.log.warning("source.ended", extra={"source": self.settings.source, "retry_in": self.settings.reconnect_seconds})
                 stop.wait(self.settings.reconnect_seconds)
             self._drain()
+        except SourceError:
+            self._set_state("failed")
+            self.link.connected.wait(FAILED_REPORT_SECONDS)  # a missing file fails before the broker answered: report it
+            raise
         finally:
+            self.status.stop()
             self.link.stop()
 
     def _drain(self) -> None:
