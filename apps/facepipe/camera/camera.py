@@ -54,7 +54,7 @@ class Camera(Component):
         self.source_open = threading.Event()
         self.totals = {
             "frames_read": 0, "frames": 0, "frames_dropped": 0, "frames_skipped_no_motion": 0, "frames_skipped_stable": 0,
-            "faces_detected": 0, "published": 0, "dropped": 0,
+            "scene_changes": 0, "faces_detected": 0, "published": 0, "dropped": 0,
         }  # fmt: skip
         self.tracker = Tracker(settings.track_republish_seconds) if settings.publish_policy == "track" else None
         self.motion = MotionGate(settings.motion_threshold, settings.motion_max_skip_seconds) if settings.motion_gate else None
@@ -73,6 +73,11 @@ class Camera(Component):
         )
         self.frames_dropped = Gauge(
             "facepipe_camera_frames_dropped", "frames skipped because the detector was busy (this run)", registry=reg
+        )
+        self.scene_changes = Counter(
+            "facepipe_camera_scene_changes_total",
+            "frames that started a new scene (a cut, each image of a folder): tracks end",
+            registry=reg,
         )
         self.detected = Counter("facepipe_camera_faces_detected_total", "faces detected", registry=reg)
         self.published = Counter("facepipe_camera_faces_published_total", "faces accepted by the edge broker", registry=reg)
@@ -179,6 +184,8 @@ class Camera(Component):
             self.totals[f"frames_skipped_{reason}"] += 1
 
     def analyse(self, frame: Frame) -> None:
+        if frame.new_scene:
+            self._new_scene()
         if self.stable_rate is not None and not self.stable_rate.should_detect(frame.timestamp):
             self._skip("stable")
             return
@@ -202,10 +209,17 @@ class Camera(Component):
             self.publish(candidate, track)
 
     def _flush_tracks(self) -> None:
-        """The source ended: publish each open track's better unsent crop."""
+        """The source ended or the scene changed: publish each open track's better unsent crop."""
         if self.tracker is not None:
             for track, candidate in self.tracker.flush():
                 self.publish(candidate, track)
+
+    def _new_scene(self) -> None:
+        """Nothing tracked so far is in this frame: a face at the place of an earlier one is a new face."""
+        self.scene_changes.inc()
+        with self.lock:
+            self.totals["scene_changes"] += 1
+        self._flush_tracks()
 
     def _open(self, stop: threading.Event) -> FrameSource | None:
         """Open the source; live sources are retried until they work, files fail at once."""

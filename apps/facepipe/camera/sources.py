@@ -3,6 +3,8 @@
 Live sources are read by a capture thread into a one-frame slot, so the detector always gets
 the newest frame and a slow detector drops frames (counted) instead of falling behind.
 Files and image folders are read frame by frame, none dropped, unless played in real time.
+Each frame says whether it starts a new scene: the first one, each image of a folder (they are
+unrelated stills), and a video frame unlike the one before it (a cut).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from facepipe.camera.scene import SceneCuts
 from facepipe.errors import FatalError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -32,11 +35,13 @@ class Frame:
     image: np.ndarray
     captured_at: float  # wall clock (time.time()) when read
     timestamp: float  # seconds on the source's own timeline: video time for files, monotonic time for live sources
+    new_scene: bool = False  # nothing seen before this frame belongs with what it shows
 
 
 class FrameReader(Protocol):
     live: bool
     fps: float
+    stills: bool  # every frame is an image of its own (a folder of photos), not a moment of one scene
 
     def read(self) -> np.ndarray | None:
         """The next frame, or None when the source has ended (or failed)."""
@@ -57,6 +62,8 @@ def classify(spec: str) -> str:
 
 class CaptureReader:
     """cv2.VideoCapture over a device, stream or file."""
+
+    stills = False
 
     def __init__(self, spec: str, kind: str) -> None:
         self.live = kind in ("device", "stream")
@@ -89,6 +96,7 @@ class DirectoryReader:
 
     live = False
     fps = 1.0
+    stills = True
 
     def __init__(self, spec: str) -> None:
         self.paths = sorted(p for p in Path(spec).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -125,6 +133,7 @@ class LatestFrameSlot:
         with self._cond:
             if self._frame is not None:
                 self.dropped += 1
+                frame.new_scene = frame.new_scene or self._frame.new_scene  # a cut in a dropped frame still counts
             self._frame = frame
             self._cond.notify()
 
@@ -156,6 +165,7 @@ class FrameSource:
         self.threaded = self.reader.live or realtime
         self.slot = LatestFrameSlot()
         self.frames_read = 0
+        self.cuts = SceneCuts()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -168,12 +178,14 @@ class FrameSource:
         if image is None and self.loop and not self.reader.live:
             self.reader.close()
             self.reader = open_reader(self.spec)
+            self.cuts.reset()
             image = self.reader.read()
         return image
 
     def _frame(self, image: np.ndarray) -> Frame:
         timestamp = time.monotonic() if self.reader.live else self.frames_read / self.reader.fps
-        return Frame(self.frames_read, image, time.time(), timestamp)
+        new_scene = self.reader.stills or self.cuts.starts_scene(image)
+        return Frame(self.frames_read, image, time.time(), timestamp, new_scene)
 
     def _capture(self) -> None:
         period = 0.0 if self.reader.live else 1.0 / self.reader.fps

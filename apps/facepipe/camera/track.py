@@ -111,7 +111,7 @@ class Tracker:
         return out
 
     def flush(self) -> list[tuple[int, Candidate]]:
-        """End every track (the source ended): publish each one's better unsent crop."""
+        """End every track (the source ended or a new scene began): publish each one's better unsent crop."""
         return self._finish(list(self.tracks))
 
     def _finish(self, ended: list[Track]) -> list[tuple[int, Candidate]]:
