@@ -325,6 +325,11 @@ class ProbeSettings:
     )
     metric: str = setting("", "FACEPIPE_PROBE_METRIC", "counter that must increase, e.g. facepipe_processor_stored_total")
     timeout: float = setting(60.0, "FACEPIPE_PROBE_TIMEOUT", "seconds to wait for the counter", check=positive)
+    gallery_url: str = setting(
+        "", "FACEPIPE_PROBE_GALLERY_URL", "base URL of a gallery whose API must answer, signed in (instead of publishing a face)"
+    )
+    gallery_user: str = setting("", "FACEPIPE_PROBE_GALLERY_USER", "user the probe signs in to the gallery as")
+    gallery_password: str = setting("", "FACEPIPE_PROBE_GALLERY_PASSWORD", "its password", secret=True)
 
 
 def page_size(value: int) -> str | None:
@@ -401,7 +406,7 @@ class GallerySettings:
             )
         if self.proxy_port and self.proxy_port == self.port:
             found.append("FACEPIPE_GALLERY_PROXY_PORT must differ from FACEPIPE_GALLERY_PORT: the trusted header is honoured on it alone")
-        if self.users_file:
+        if self.users_file and os.path.exists(self.users_file):  # a Secret not mounted here: checked when the gallery starts
             from facepipe.gallery.auth import AuthError, UserFile
 
             try:

@@ -1,12 +1,17 @@
-"""probe: publish one synthetic face and wait until a component's counter shows it (`helm test`)."""
+"""probe: publish one synthetic face and wait until a component's counter shows it, or sign in to a gallery
+and read its API (`helm test`)."""
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import secrets
 import time
 import urllib.error
+import urllib.request
 from datetime import UTC, datetime
+from typing import Any
 
 import cv2
 import numpy as np
@@ -48,8 +53,37 @@ def read_counter(urls: str, metric: str) -> float | None:
     return total
 
 
+def _gallery_get(settings: ProbeSettings, path: str) -> Any:
+    token = base64.b64encode(f"{settings.gallery_user}:{settings.gallery_password}".encode()).decode()
+    request = urllib.request.Request(settings.gallery_url.rstrip("/") + path, headers={"Authorization": f"Basic {token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def probe_gallery(settings: ProbeSettings, log: logging.Logger) -> int:
+    """0 once the gallery answers /api/status (its store reachable) and /api/devices for the probe's user, 1 at the timeout."""
+    deadline = time.monotonic() + settings.timeout
+    problem = "no answer yet"
+    while time.monotonic() < deadline:
+        try:
+            status = _gallery_get(settings, "/api/status")
+            if not status["store"]["ok"]:
+                problem = f"the gallery cannot read its store: {status['store']['error']}"
+            else:
+                devices = _gallery_get(settings, "/api/devices")["devices"]
+                log.info("probe.ok", extra={"gallery": settings.gallery_url, "devices": len(devices)})
+                return 0
+        except (OSError, ValueError, KeyError) as exc:  # URLError and HTTPError are OSErrors
+            problem = str(exc)
+        time.sleep(1)
+    log.error("probe.failed", extra={"gallery": settings.gallery_url, "error": problem[:300]})
+    return 1
+
+
 def run_probe(settings: ProbeSettings, log: logging.Logger) -> int:
-    """0 when the counter rose after the face was published, 1 otherwise."""
+    """0 when the counter rose after the face was published (or the gallery answered), 1 otherwise."""
+    if settings.gallery_url:
+        return probe_gallery(settings, log)
     deadline = time.monotonic() + settings.timeout
     before = None
     if settings.metrics_url:

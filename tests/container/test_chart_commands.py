@@ -98,4 +98,4 @@ def test_every_component_is_covered(one_helm: h.Helm, render_cache: h.RenderCach
         for _, _, c in app_containers(render_cache.get(one_helm, chart, profile))
         if c.get("command") == ["facepipe"]
     }
-    assert seen == {"camera", "logger", "forwarder", "processor", "probe"}
+    assert seen == {"camera", "logger", "forwarder", "processor", "probe", "gallery"}

@@ -306,19 +306,25 @@ def test_anonymous_access_only_where_a_setting_allows_it(tmp_path: Path) -> None
         ([], "the gallery lets nobody in"),
         (["--users-file", "USERS", "--proxy-port", "8081"], "must differ from FACEPIPE_GALLERY_PORT"),
         (["--users-file", "BAD"], "line 2: the role 'root' is not one of viewer, admin"),
-        (["--users-file", "MISSING"], "cannot read the users file"),
     ],
 )
 def test_check_config_names_what_is_wrong(tmp_path: Path, args: list[str], message: str) -> None:
     users = write_users(tmp_path / "users")
     bad = tmp_path / "bad"
     bad.write_text(users.read_text().splitlines()[0] + "\nroot:root:" + users.read_text().split(":", 2)[2])
-    paths = {"USERS": str(users), "BAD": str(bad), "MISSING": str(tmp_path / "missing")}
+    paths = {"USERS": str(users), "BAD": str(bad)}
     argv = [paths.get(a, a) for a in args]
     result = subprocess.run([sys.executable, "-m", "facepipe", "gallery", "--check-config", *argv], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and message in result.stderr, result.stderr
     ok = subprocess.run([sys.executable, "-m", "facepipe", "gallery", "--check-config", "--users-file", str(users)], capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0 and json.loads(ok.stdout)["config"]["FACEPIPE_GALLERY_USERS_FILE"] == str(users)
+
+
+def test_a_missing_users_file_stops_the_gallery_with_one_line(tmp_path: Path) -> None:
+    argv = ["gallery", "--users-file", str(tmp_path / "missing"), "--http-port", "0", "--port", str(free_port()), "--live", "false"]
+    result = subprocess.run([sys.executable, "-m", "facepipe", *argv], capture_output=True, text=True, timeout=60)
+    plain = [line for line in result.stderr.splitlines() if not line.startswith("{")]
+    assert result.returncode == 2 and len(plain) == 1 and "cannot read the users file" in plain[0] and "FACEPIPE_GALLERY_USERS_FILE" in plain[0], result.stderr
 
 
 def test_a_taken_gallery_port_stops_it_with_one_line(tmp_path: Path) -> None:

@@ -361,9 +361,15 @@ _KEY = "-----BEGIN PRIVATE KEY-----\nTUlJQnRlc3Q=\n-----END PRIVATE KEY-----\n"
 EXTERNAL_SECRETS: dict[str, dict[str, tuple[str, dict[str, str]]]] = {
     "cloud-s3": {
         # One key per broker user, the processor's and the probe's included (README: existingSecret).
-        "facepipe-broker-users": ("Opaque", {"processor": "processor-pw", "facepipe-probe": "probe-pw", "pi-kitchen": "kitchen-pw"}),
+        "facepipe-broker-users": (
+            "Opaque",
+            {"processor": "processor-pw", "facepipe-probe": "probe-pw", "gallery-prod": "gallery-pw", "pi-kitchen": "kitchen-pw"},
+        ),
         "mqtt-faces-example-com-tls": ("kubernetes.io/tls", {"tls.crt": _PEM, "tls.key": _KEY, "ca.crt": _PEM}),
         "facepipe-s3": ("Opaque", {"AWS_ACCESS_KEY_ID": "AKIAFACEPIPE", "AWS_SECRET_ACCESS_KEY": "secret-key"}),
+        # The gallery's read-only S3 keys and its users file (README: "The gallery").
+        "facepipe-s3-readonly": ("Opaque", {"AWS_ACCESS_KEY_ID": "AKIAGALLERY", "AWS_SECRET_ACCESS_KEY": "readonly-key"}),
+        "facepipe-gallery": ("Opaque", {"users": "ann:admin:scrypt$16384$8$1$c2FsdA$a2V5\n", "session-secret": "a-session-key"}),
     },
     "cloud-s3-compatible": {
         "facepipe-passwd": ("Opaque", {"passwd": "processor:$7$101$c2FsdA==$aGFzaA==\n"}),

@@ -353,6 +353,7 @@ COMPONENT_SETTINGS = {
     "forwarder": "ForwarderSettings",
     "processor": "ProcessorSettings",
     "probe": "ProbeSettings",
+    "gallery": "GallerySettings",
 }
 
 
@@ -439,6 +440,7 @@ SYNC_WAVES: dict[str, dict[str, str]] = {
                 "broker-deployment.yaml",
                 "broker-networkpolicy.yaml",
                 "processor-networkpolicy.yaml",
+                "gallery-networkpolicy.yaml",
             ],
             "-1",
         ),
@@ -451,6 +453,10 @@ SYNC_WAVES: dict[str, dict[str, str]] = {
                 "processor-s3-secret.yaml",
                 "processor-hpa.yaml",
                 "processor-pdb.yaml",
+                "gallery-deployment.yaml",
+                "gallery-service.yaml",
+                "gallery-secret.yaml",
+                "gallery-ingress.yaml",
             ],
             "0",
         ),
@@ -486,6 +492,7 @@ _TYPED = {
     ("batch/v1", "Job"): "V1Job",
     ("policy/v1", "PodDisruptionBudget"): "V1PodDisruptionBudget",
     ("networking.k8s.io/v1", "NetworkPolicy"): "V1NetworkPolicy",
+    ("networking.k8s.io/v1", "Ingress"): "V1Ingress",
     ("autoscaling/v2", "HorizontalPodAutoscaler"): "V2HorizontalPodAutoscaler",
 }
 

@@ -2,7 +2,9 @@
 proxy header, CSRF tokens. Roles: `viewer` (read) and `admin` (read and erase).
 
 A users file (a Kubernetes Secret) holds one `name:role:hash` line per user; `facepipe hash-password`
-makes the hash (`scrypt$N$r$p$salt$key`, base64). A session cookie carries the user, an expiry and a
+makes the hash (`scrypt$N$r$p$salt$key`, base64). `sha256$<hex>` is accepted for random machine
+tokens only (the chart's `helm test` user: 32 random characters need no slow hash, and Helm can
+compute SHA-256 but not scrypt); never use it for a password a person chose. A session cookie carries the user, an expiry and a
 fingerprint of the user's hash, signed with HMAC-SHA256: changing or removing a password ends its sessions.
 """
 
@@ -59,6 +61,8 @@ _checking = threading.Semaphore(1)  # one scrypt at a time: each takes 128 MiB
 
 
 def verify_password(password: str, stored: str) -> bool:
+    if stored.startswith("sha256$"):
+        return hmac.compare_digest(hashlib.sha256(password.encode()).hexdigest(), stored[len("sha256$") :])
     try:
         scheme, n, r, p, salt, key = stored.split("$")
         if scheme != "scrypt":
@@ -75,6 +79,8 @@ def verify_password(password: str, stored: str) -> bool:
 def check_hash(text: str) -> str | None:
     """Why `text` is not a usable `scrypt$N$r$p$salt$key` hash, or None."""
     parts = text.split("$")
+    if parts[0] == "sha256" and len(parts) == 2:
+        return None if len(parts[1]) == 64 and all(c in "0123456789abcdef" for c in parts[1]) else "is not sha256$<64 hex digits>"
     if len(parts) != 6 or parts[0] != "scrypt":
         return "is not scrypt$N$r$p$salt$key (make one with `facepipe hash-password`)"
     try:

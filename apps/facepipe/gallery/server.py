@@ -32,6 +32,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from facepipe import __version__
 from facepipe.config import GallerySettings
+from facepipe.errors import FatalError
 from facepipe.gallery import auth
 from facepipe.gallery.api import Api, Request, Response, error_response, json_response, parse_query
 from facepipe.gallery.catalog import Catalog
@@ -85,7 +86,10 @@ class Gallery(Component):
         self.settings = settings
         self.store = store or open_store(settings.storage)
         self.catalog = Catalog(self.store)
-        self.users = auth.UserFile(settings.users_file)
+        try:
+            self.users = auth.UserFile(settings.users_file)
+        except auth.AuthError as exc:
+            raise FatalError(f"{exc} (FACEPIPE_GALLERY_USERS_FILE, --users-file)") from None
         self.sessions = auth.Sessions(settings.session_secret, settings.session_hours * 3600)
         self.basic = auth.BasicCache()
         self.throttle = auth.LoginThrottle()

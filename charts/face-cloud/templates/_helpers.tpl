@@ -232,15 +232,16 @@ cluster (helm upgrade), else a new random one. (dict "ctx" $ "user" "processor" 
 {{- if and .Values.broker.auth.existingSecret .Values.broker.auth.devices -}}
 {{- fail "\n\nface-cloud: broker.auth.devices is ignored with broker.auth.existingSecret: put the devices' passwords into that Secret instead.\n" -}}
 {{- end -}}
-{{- $reserved := list .Values.broker.auth.processor.username .Values.broker.auth.probe.username -}}
+{{- $reserved := list .Values.broker.auth.processor.username .Values.broker.auth.probe.username .Values.gallery.broker.username -}}
 {{- range .Values.broker.auth.devices -}}
 {{- if has .name $reserved -}}
-{{- fail (printf "\n\nface-cloud: device %q uses the name of the processor or probe user; pick another device id.\n" .name) -}}
+{{- fail (printf "\n\nface-cloud: device %q uses the name of the processor, probe or gallery user; pick another device id.\n" .name) -}}
 {{- end -}}
 {{- end -}}
 {{- if and .Values.broker.tls.requireClientCertificate (not .Values.broker.tls.enabled) -}}
 {{- fail "\n\nface-cloud: broker.tls.requireClientCertificate needs broker.tls.enabled.\n" -}}
 {{- end -}}
+{{- include "face-cloud.gallery.validate" . -}}
 {{- end -}}
 {{- define "face-cloud.placement" -}}
 {{- with (default .ctx.Values.nodeSelector .values.nodeSelector) }}
