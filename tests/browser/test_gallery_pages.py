@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import expect
 
+from facepipe import contract
 from facepipe.brokers import MosquittoBroker
 from facepipe.config import BrokerSettings, CommonSettings, ProcessorSettings, StoreSettings
+from facepipe.contract import Capture, Status
 from facepipe.processes import free_port
 from facepipe.run import ComponentProcess
 from tests.support.gallery import PASSWORDS, start_gallery
 from tests.support.loadgen import LoadGenerator, s3_keys
-from tests.support.mqtt import wait_until
+from tests.support.mqtt import TestClient, wait_until
 from tests.support.rgw import RadosGateway
 
 PAGE_SIZE = 60  # the gallery's default page
@@ -43,6 +46,8 @@ class Stack:
         self.broker = MosquittoBroker(workdir / "cloud-broker", name="cloud-broker").start()
         self.started.append(self.broker)
         self.cloud = BrokerSettings(host=self.broker.host, port=self.broker.port, topic="cam_bin_remote")
+        self.announcer = TestClient(self.broker.host, self.broker.port)
+        self.started.append(self.announcer)
         processor = ProcessorSettings(common=CommonSettings(device_id="cloud"), broker=self.cloud, storage=self.storage)
         self.processor = ComponentProcess("processor", processor, workdir, rgw.env())
         self.started.append(self.processor)
@@ -62,18 +67,28 @@ class Stack:
         wait_until(lambda: self.processor.metrics().get("facepipe_processor_stored_total", 0) >= self.published, what="faces stored")
         return load
 
+    def announce(self, device: str, component: str, state: str, capture: Capture | None = None) -> None:
+        """A retained status, as a device's forwarder relays it."""
+        status = Status(device, component, state, "b00f", datetime.now(UTC), 30.0, capture)
+        self.announcer.client.publish(
+            contract.remote_status_topic("cam_bin_remote", device, component), status.to_json(), qos=1, retain=True
+        ).wait_for_publish(10)
+
     def keys(self, device: str) -> list[str]:
         return s3_keys(self.s3, self.bucket, f"faces/{device}/")
 
     def close(self) -> None:
         for thing in reversed(self.started):
-            thing.stop()
+            thing.close() if isinstance(thing, TestClient) else thing.stop()
 
 
 @pytest.fixture(scope="module")
 def stack(rgw: RadosGateway, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     made = Stack(tmp_path_factory.mktemp("gallery-pages"), rgw)
     try:
+        made.announce("edge-busy", "forwarder", "online")
+        made.announce("edge-busy", "camera", "online", Capture("load0", "opened", 1200, 400, BUSY_DEVICE_FACES, 9.5))
+        made.announce("edge-quiet", "forwarder", "offline")
         made.publish("edge-busy", BUSY_DEVICE_FACES)
         made.publish("edge-quiet", 3)
         yield made
@@ -135,7 +150,23 @@ def test_devices_page_lists_each_device_with_todays_count(context: Any, stack: S
     assert counts["edge-busy"] == str(len(stack.keys("edge-busy"))) == str(BUSY_DEVICE_FACES)
     assert counts["edge-quiet"] == "3"
     assert page.locator("tr[data-device=edge-busy] [data-testid=last-seen] time").count() == 1
+    expect(page.locator("tr[data-device=edge-busy]")).to_have_attribute("data-online", "true")
+    expect(page.locator("tr[data-device=edge-busy] [data-testid=status]")).to_contain_text("load0: opened, 9.5 fps")
+    expect(page.locator("tr[data-device=edge-quiet]")).to_have_attribute("data-online", "false")
     page.screenshot(path=screenshots / "devices.png")
+
+
+def test_a_device_coming_online_shows_without_a_reload(context: Any, stack: Stack, screenshots: Path) -> None:
+    page = logged_in(context, stack, "viewer")
+    page.wait_for_selector("#live[data-state=on]")
+    expect(page.locator("tr[data-device=edge-quiet]")).to_have_attribute("data-online", "false")
+    page.evaluate("window.sameDocument = true")
+    stack.announce("edge-quiet", "forwarder", "online")
+    expect(page.locator("tr[data-device=edge-quiet]")).to_have_attribute("data-online", "true", timeout=10_000)
+    assert page.evaluate("window.sameDocument") is True
+    stack.announce("edge-quiet", "forwarder", "offline")
+    expect(page.locator("tr[data-device=edge-quiet]")).to_have_attribute("data-online", "false", timeout=10_000)
+    page.screenshot(path=screenshots / "devices-live.png")
 
 
 def test_a_device_page_is_newest_first_and_pages_on(context: Any, stack: Stack, screenshots: Path) -> None:

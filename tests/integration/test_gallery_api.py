@@ -15,16 +15,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as paho
 import pytest
 
 from facepipe import contract
-from facepipe.config import StoreSettings
-from facepipe.contract import FaceMeta
+from facepipe.brokers import MosquittoBroker
+from facepipe.config import BrokerSettings, StoreSettings
+from facepipe.contract import Capture, FaceMeta, Status
 from facepipe.probe import synthetic_face
 from facepipe.processes import free_port
 from facepipe.run import ComponentProcess
 from facepipe.storage import ObjectNotFound, Store, open_store
 from tests.support.gallery import GalleryClient, start_gallery, write_users
+from tests.support.mqtt import wait_until
 from tests.support.rgw import RadosGateway
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -114,6 +117,7 @@ def test_devices_with_todays_counts_and_last_seen(fleet: Fleet) -> None:
     assert devices["edge-1"]["faces_today"] == today_faces or NOW.hour == 0
     assert devices["edge-1"]["last_seen"] == contract.format_timestamp(NOW - timedelta(seconds=10))
     assert devices["edge-2"]["faces_today"] == 0 and devices["edge-2"]["last_seen"] == contract.format_timestamp(YESTERDAY)
+    assert devices["edge-1"]["online"] is None, "without live updates the gallery has no status to go by"
 
 
 def test_faces_newest_first_paged_by_cursor_and_filtered(fleet: Fleet) -> None:
@@ -338,3 +342,41 @@ def test_a_taken_gallery_port_stops_it_with_one_line(tmp_path: Path) -> None:
     plain = [line for line in result.stderr.splitlines() if not line.startswith("{")]
     assert result.returncode == 2 and "Traceback" not in result.stderr and len(plain) == 1, result.stderr
     assert f"port {port} on 127.0.0.1 for the gallery is already in use" in plain[0] and "FACEPIPE_GALLERY_PORT" in plain[0]
+
+
+def test_devices_say_who_is_alive_from_their_retained_status(tmp_path: Path, cloud_broker: MosquittoBroker) -> None:
+    storage = StoreSettings(store=f"file://{tmp_path / 'faces'}")
+    put_face(open_store(storage), "edge-1", 0, NOW)
+    publisher = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    publisher.connect(cloud_broker.host, cloud_broker.port)
+    publisher.loop_start()
+
+    def announce(device: str, component: str, state: str, capture: Capture | None = None) -> None:
+        status = Status(device, component, state, "b00f", datetime.now(UTC), 30.0, capture)
+        topic = contract.remote_status_topic("cam_bin_remote", device, component)
+        publisher.publish(topic, status.to_json(), qos=1, retain=True).wait_for_publish(10)
+
+    announce("edge-1", "forwarder", "online")
+    announce("edge-1", "camera", "online", Capture("cam0", "opened", 900, 300, 4, 9.5))
+    announce("edge-2", "forwarder", "offline")
+    announce("edge-3", "forwarder", "online")  # alive, nothing stored yet
+    cloud = BrokerSettings(host=cloud_broker.host, port=cloud_broker.port, topic="cam_bin_remote")
+    gallery = start_gallery(tmp_path, storage, broker=cloud)
+    try:
+        client = GalleryClient(gallery.gallery_url, "viewer")  # type: ignore[attr-defined]
+
+        def devices() -> dict[str, Any]:
+            return {d["device"]: d for d in client.get("/api/devices")["devices"]}
+
+        wait_until(lambda: {"edge-1", "edge-2", "edge-3"} <= set(devices()), what="the retained statuses")
+        seen = devices()
+        assert (seen["edge-1"]["online"], seen["edge-2"]["online"], seen["edge-3"]["online"]) == (True, False, True)
+        assert seen["edge-1"]["status"]["cameras"]["cam0"] == {"source": "opened", "fps": 9.5, "faces": 4}
+        assert seen["edge-3"]["faces_today"] == 0 and seen["edge-3"]["newest"] is None
+        announce("edge-1", "forwarder", "offline")  # a clean stop, or its last will
+        wait_until(lambda: devices()["edge-1"]["online"] is False, what="edge-1 offline")
+        assert devices()["edge-1"]["status"]["components"]["forwarder"]["state"] == "offline"
+    finally:
+        gallery.stop()
+        publisher.loop_stop()
+        publisher.disconnect()

@@ -135,9 +135,16 @@ class Api:
     """Routes API requests; `Identity` comes from the server, which knows the port and the credentials."""
 
     def __init__(
-        self, settings: GallerySettings, store: Store, catalog: Catalog, log: logging.Logger, on_erased: Callable[[int], None]
+        self,
+        settings: GallerySettings,
+        store: Store,
+        catalog: Catalog,
+        log: logging.Logger,
+        on_erased: Callable[[int], None],
+        device_status: Callable[[], dict[str, dict[str, Any]] | None] = lambda: None,
     ) -> None:
         self.settings = settings
+        self.device_status = device_status
         self.store = store
         self.catalog = catalog
         self.log = log
@@ -257,17 +264,24 @@ class Api:
         }  # fmt: skip
 
     def devices(self, _request: Request, _params: dict[str, str]) -> Response:
-        summaries = self.catalog.summaries()
-        devices = []
-        for summary in summaries:
+        """Every device with faces stored or a status announced: today's count, the newest face, and what its
+        status says (`online`; null when the gallery has no status to go by, live updates off)."""
+        statuses = self.device_status()
+        devices = {}
+        for summary in self.catalog.summaries():
             newest = self.face_item(summary.newest) if summary.newest else None
-            devices.append(
-                {
-                    "device": summary.device, "faces_today": summary.faces_today, "faces_today_complete": summary.today_complete,
-                    "last_seen": newest["captured_at"] if newest else None, "newest": newest,
-                }
-            )  # fmt: skip
-        return json_response(200, {"day": self.catalog.clock().date().isoformat(), "devices": devices}, {"Cache-Control": "no-store"})
+            devices[summary.device] = {
+                "device": summary.device, "faces_today": summary.faces_today, "faces_today_complete": summary.today_complete,
+                "last_seen": newest["captured_at"] if newest else None, "newest": newest,
+            }  # fmt: skip
+        for device in sorted(set(statuses or {}) - set(devices)):  # alive, but nothing stored yet
+            devices[device] = {"device": device, "faces_today": 0, "faces_today_complete": True, "last_seen": None, "newest": None}
+        for device, entry in devices.items():
+            status = (statuses or {}).get(device)
+            entry["online"] = None if statuses is None else bool(status and status["online"])
+            entry["status"] = status
+        body = {"day": self.catalog.clock().date().isoformat(), "status_known": statuses is not None, "devices": list(devices.values())}
+        return json_response(200, body, {"Cache-Control": "no-store"})
 
     def days(self, request: Request, params: dict[str, str]) -> Response:
         device = self._device(params["device"])

@@ -1,4 +1,5 @@
-"""Live updates: faces announced on the cloud broker, pushed to open pages once they are in the store.
+"""Live updates: faces announced on the cloud broker, pushed to open pages once they are in the store,
+and the edge components' retained status (`<topic>/<device>/status/<component>`): which devices are alive.
 
 The gallery subscribes to `<cloud topic>/#` with a plain (not shared) subscription, so every
 gallery replica sees every face, at QoS 0 with a clean session: a gallery that is away misses
@@ -6,6 +7,10 @@ announcements, never faces (the pages read the store). A face is pushed only aft
 key (derived from the metadata, as the processor derives it) finds it stored, so a page never
 shows a face the processor rejected or has not stored yet. Faces without metadata are not
 announced (their key depends on the processor's arrival time); they appear on the next load.
+
+The same subscription brings every device's retained status (its forwarder's, camera's and
+logger's: online with a heartbeat interval, offline on a clean stop or as the MQTT last will), kept
+in a `facepipe.fleet.Fleet` and pushed to the pages as it changes.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -26,6 +32,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from facepipe import contract
 from facepipe.config import BrokerSettings
 from facepipe.contract import ContractError, FaceMeta
+from facepipe.fleet import Fleet
 from facepipe.mqtt import BrokerLink, LinkMetrics
 from facepipe.storage import ObjectNotFound, Store, StoreUnavailable
 
@@ -33,6 +40,34 @@ from facepipe.storage import ObjectNotFound, Store, StoreUnavailable
 RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
 PENDING_LIMIT = 2000
 CLIENT_QUEUE = 200
+# A status older than this many of its intervals (plus a margin) no longer counts as online: the
+# broker publishes the last will only once it notices the broken connection (1.5 keepalives).
+STALE_INTERVALS = 2.0
+STALE_MARGIN_SECONDS = 30.0
+
+
+def device_status(fleet: Fleet, now: float) -> dict[str, dict[str, Any]]:
+    """Per device: each component's state and last seen, the cameras' capture, and `online` (its forwarder
+    says online, and recently enough): what the devices page shows."""
+    with fleet.lock:
+        components = list(fleet.components.items())
+        cameras = list(fleet.cameras.items())
+    devices: dict[str, dict[str, Any]] = {}
+    for (device, component), seen in components:
+        status = seen.status
+        fresh = status.interval <= 0 or now - seen.last_seen <= STALE_INTERVALS * status.interval + STALE_MARGIN_SECONDS
+        entry = devices.setdefault(device, {"online": False, "components": {}, "cameras": {}})
+        entry["components"][component] = {
+            "state": status.state if fresh or status.state == "offline" else "stale",
+            "last_seen": contract.format_timestamp(datetime.fromtimestamp(seen.last_seen, UTC)),
+            "interval": status.interval,
+        }
+    for (device, camera), capture in cameras:
+        if device in devices:
+            devices[device]["cameras"][camera] = {"source": capture.source, "fps": capture.fps, "faces": capture.faces}
+    for entry in devices.values():
+        entry["online"] = entry["components"].get("forwarder", {}).get("state") == "online"
+    return devices
 
 
 class Hub:
@@ -92,13 +127,15 @@ class LiveFeed:
         self.on_stored = on_stored
         self.log = log
         self.topic = broker.topic
+        self.fleet = Fleet(CollectorRegistry())  # the processors export facepipe_fleet_*; the gallery only shows it
         self.link = BrokerLink(
             "cloud", replace(broker, qos=0), client_id, link_metrics, log,
             subscriptions=(contract.remote_subscription(broker.topic),), on_message=self._announced,
         )  # fmt: skip
         self.events = Counter(
             "facepipe_gallery_live_events_total",
-            "announced faces, by outcome (pushed, not_stored, ignored: nobody watching or not a face message, dropped: too many waiting)",
+            "announced faces and statuses, by outcome (pushed, not_stored, status, ignored: nobody watching or not valid, "
+            "dropped: too many waiting)",
             ["outcome"],
             registry=registry,
         )
@@ -121,7 +158,11 @@ class LiveFeed:
         self.link.stop()
 
     def _announced(self, msg: mqtt.MQTTMessage) -> None:
-        """On paho's thread: work out the face's key; leave the HEADs to the checker thread."""
+        """On paho's thread: keep a status; work out a face's key, leaving the HEADs to the checker thread."""
+        status_of = contract.status_from_topic(self.topic, msg.topic)
+        if status_of is not None:
+            self._status(*status_of, msg.payload)
+            return
         if not self.hub.listening():
             self.events.labels("ignored").inc()
             return
@@ -134,6 +175,17 @@ class LiveFeed:
             self.events.labels("ignored").inc()
             return
         self._schedule(contract.object_key(self.store.prefix, meta), 0)
+
+    def _status(self, device: str, component: str, payload: bytes) -> None:
+        try:
+            self.fleet.observe(device, component, payload)
+        except ContractError:
+            self.events.labels("ignored").inc()
+            return
+        self.events.labels("status").inc()
+        status = device_status(self.fleet, time.time()).get(device)
+        if status is not None:
+            self.hub.publish({"event": "status", "device": device, "status": status})
 
     def _schedule(self, key: str, attempt: int) -> None:
         with self._wake:

@@ -36,7 +36,7 @@ from facepipe.errors import FatalError
 from facepipe.gallery import auth
 from facepipe.gallery.api import Api, Request, Response, error_response, json_response, parse_query
 from facepipe.gallery.catalog import Catalog
-from facepipe.gallery.live import Hub, LiveFeed
+from facepipe.gallery.live import Hub, LiveFeed, device_status
 from facepipe.mqtt import client_id
 from facepipe.service import Component, port_error
 from facepipe.storage import Store, StoreUnavailable, open_store
@@ -109,13 +109,13 @@ class Gallery(Component):
         self.erased = Counter("facepipe_gallery_erased_total", "faces deleted through the gallery", registry=reg)
         self.logins = Counter("facepipe_gallery_logins_total", "password logins, by outcome", ["outcome"], registry=reg)
         self.store_up = Gauge("facepipe_gallery_store_up", "1 while the store answers listings", registry=reg)
-        self.api = Api(settings, self.store, self.catalog, log, self._count_erased)
+        self.api = Api(settings, self.store, self.catalog, log, self._count_erased, self.device_status)
         self.hub = Hub(reg)
         self.live: LiveFeed | None = None
         if settings.live:
             self.live = LiveFeed(
                 settings.broker, client_id(settings.broker, "gallery", settings.common.device_id), self.store, self.hub,
-                lambda key: self.hub.publish(self.api.face_item(key)), self.link_metrics, reg, log,
+                lambda key: self.hub.publish({"event": "face", **self.api.face_item(key)}), self.link_metrics, reg, log,
             )  # fmt: skip
         self.servers = [self._server(settings.host, settings.port, trusted_proxy=False)]
         if settings.proxy_port:
@@ -123,6 +123,10 @@ class Gallery(Component):
         self.port = self.servers[0].server_address[1]
         self.listening = threading.Event()
         self.stopping = threading.Event()
+
+    def device_status(self) -> dict[str, dict[str, Any]] | None:
+        """The devices' status from their retained status messages; None without live updates (nothing to know it from)."""
+        return None if self.live is None else device_status(self.live.fleet, time.time())
 
     def _count_erased(self, number: int) -> None:
         self.erased.inc(number)
@@ -414,7 +418,8 @@ class GalleryHandler(BaseHTTPRequestHandler):
             self.wfile.write(response.body)
 
     def _stream(self, request: Request) -> None:
-        """Server-sent events: `face` for each new face stored (of ?device= when given), a comment every 15 s."""
+        """Server-sent events (of ?device= when given): `face` for each new face stored, `status` when a device's
+        status changes, a comment every 15 s."""
         gallery = self.gallery
         device = request.query.get("device") or None
         if gallery.hub.count() >= MAX_STREAMS:
@@ -441,7 +446,9 @@ class GalleryHandler(BaseHTTPRequestHandler):
                         quiet_since = time.monotonic()
                     continue
                 if device is None or event.get("device") == device:
-                    self.wfile.write(f"event: face\ndata: {json.dumps(event, separators=(',', ':'))}\n\n".encode())
+                    kind = event.get("event", "face")  # the event is shared by every stream: read, never change it
+                    body = {k: v for k, v in event.items() if k != "event"}
+                    self.wfile.write(f"event: {kind}\ndata: {json.dumps(body, separators=(',', ':'))}\n\n".encode())
                     self.wfile.flush()
                     quiet_since = time.monotonic()
         except (BrokenPipeError, ConnectionResetError, TimeoutError):

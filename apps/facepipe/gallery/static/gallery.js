@@ -66,7 +66,7 @@ function timeElement(iso, relative = false) {
   return el("time", { datetime: iso, title: `${iso} (UTC)`, text: relative ? ago(iso) : localTime(iso) });
 }
 
-function liveStream(device, onFace) {
+function liveStream(device, onFace, onStatus = null) {
   const indicator = document.getElementById("live");
   const source = new EventSource(device ? `/api/events?device=${encodeURIComponent(device)}` : "/api/events");
   source.addEventListener("hello", (event) => {
@@ -75,11 +75,23 @@ function liveStream(device, onFace) {
     indicator.title = on ? "new faces appear as they are stored" : "live updates are off on this gallery";
   });
   source.addEventListener("face", (event) => onFace(JSON.parse(event.data)));
+  if (onStatus) source.addEventListener("status", (event) => onStatus(JSON.parse(event.data)));
   source.addEventListener("error", () => { indicator.dataset.state = "off"; });
   return source;
 }
 
 // --- pages ----------------------------------------------------------------------------------------
+
+function statusText(device) {
+  const status = device.status;
+  if (!status) return device.online === null ? "" : "no status received";
+  const parts = [];
+  for (const [camera, capture] of Object.entries(status.cameras)) parts.push(`${camera}: ${capture.source}, ${capture.fps.toFixed(1)} fps`);
+  for (const [component, info] of Object.entries(status.components)) {
+    if (info.state !== "online") parts.push(`${component} ${info.state} since ${ago(info.last_seen)}`);
+  }
+  return parts.join(" · ") || "all components online";
+}
 
 async function devicesPage() {
   document.title = "Devices · facepipe gallery";
@@ -88,7 +100,7 @@ async function devicesPage() {
   const body = el("tbody");
   const table = el("table", { "data-testid": "devices" },
     el("thead", {}, el("tr", {}, el("th", { text: "" }), el("th", { text: "Device" }), el("th", { text: `Faces today (${data.day}, UTC)` }),
-      el("th", { text: "Last face" }), el("th", { text: "Last seen" }))),
+      el("th", { text: "Last face" }), el("th", { text: "Last seen" }), el("th", { text: "Status" }))),
     body);
 
   function row(device) {
@@ -97,41 +109,55 @@ async function devicesPage() {
       count: el("td", { class: "num", "data-testid": "faces-today" }),
       thumb: el("td"),
       seen: el("td", { "data-testid": "last-seen" }),
+      status: el("td", { class: "muted", "data-testid": "status" }),
     };
     const tr = el("tr", { "data-device": device.device },
       el("td", {}, cells.state), el("td", {}, el("a", { href: `/devices/${encodeURIComponent(device.device)}`, text: device.device })),
-      cells.count, cells.thumb, cells.seen);
+      cells.count, cells.thumb, cells.seen, cells.status);
     const entry = { tr, cells, device };
     rows.set(device.device, entry);
     render(entry);
     return tr;
   }
 
-  function render({ cells, device }) {
+  function render({ tr, cells, device }) {
     cells.count.textContent = device.faces_today_complete === false ? `${device.faces_today}+` : String(device.faces_today);
     cells.thumb.replaceChildren(device.newest ? el("a", { href: device.newest.page }, el("img", { src: device.newest.thumbnail, alt: "newest face" })) : "");
     cells.seen.replaceChildren(device.last_seen ? timeElement(device.last_seen, true) : "never");
-    const active = device.last_seen && Date.now() - new Date(device.last_seen).getTime() < ACTIVE_MINUTES * 60000;
+    cells.status.textContent = statusText(device);
+    // Alive: what the device's own status says (its forwarder online); without status updates, a face in the last minutes.
+    const byFace = device.last_seen && Date.now() - new Date(device.last_seen).getTime() < ACTIVE_MINUTES * 60000;
+    const active = device.online === null || device.online === undefined ? byFace : device.online;
+    tr.dataset.online = active ? "true" : "false";
     cells.state.dataset.active = active ? "true" : "false";
-    cells.state.title = active ? `a face in the last ${ACTIVE_MINUTES} minutes` : "no face in the last ten minutes";
+    cells.state.title = device.online === null || device.online === undefined
+      ? (active ? `a face in the last ${ACTIVE_MINUTES} minutes` : `no face in the last ${ACTIVE_MINUTES} minutes`)
+      : (active ? "online: its forwarder says so" : "offline, or not heard from");
   }
 
-  for (const device of data.devices) body.append(row(device));
-  const empty = el("p", { class: "muted", text: "No faces stored yet. They appear here as the devices send them.", hidden: data.devices.length > 0 });
-  view.replaceChildren(el("h1", { text: "Devices" }), empty, table);
-  liveStream(null, (face) => {
-    const today = face.captured_at.slice(0, 10) === data.day;
-    let entry = rows.get(face.device);
-    if (!entry) {
-      body.append(row({ device: face.device, faces_today: 0, faces_today_complete: true, last_seen: null, newest: null }));
-      entry = rows.get(face.device);
+  function entryOf(name) {
+    if (!rows.has(name)) {
+      body.append(row({ device: name, faces_today: 0, faces_today_complete: true, last_seen: null, newest: null, online: data.status_known ? false : null, status: null }));
       empty.hidden = true;
     }
-    if (today) entry.device.faces_today += 1;
+    return rows.get(name);
+  }
+
+  const empty = el("p", { class: "muted", text: "No device has sent faces or its status yet. They appear here as they do.", hidden: data.devices.length > 0 });
+  for (const device of data.devices) body.append(row(device));
+  view.replaceChildren(el("h1", { text: "Devices" }), empty, table);
+  liveStream(null, (face) => {
+    const entry = entryOf(face.device);
+    if (face.captured_at.slice(0, 10) === data.day) entry.device.faces_today += 1;
     if (!entry.device.last_seen || face.captured_at > entry.device.last_seen) {
       entry.device.last_seen = face.captured_at;
       entry.device.newest = face;
     }
+    render(entry);
+  }, (update) => {
+    const entry = entryOf(update.device);
+    entry.device.status = update.status;
+    entry.device.online = update.status.online;
     render(entry);
   });
 }
