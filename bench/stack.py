@@ -18,6 +18,7 @@ from facepipe import contract
 from facepipe.brokers import MosquittoBroker
 from facepipe.config import BrokerSettings, CommonSettings, ForwarderSettings, LoggerSettings, ProcessorSettings, StoreSettings
 from facepipe.run import ComponentProcess
+from facepipe.storage.s3 import is_check_key
 
 S3_PREFIX = "faces"
 
@@ -49,7 +50,7 @@ class Store:
         if self.kind == "s3":
             out: list[str] = []
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
-                out += [item["Key"] for item in page.get("Contents", [])]
+                out += [item["Key"] for item in page.get("Contents", []) if not is_check_key(item["Key"])]
             return out
         if not self.root.exists():
             return []

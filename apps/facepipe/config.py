@@ -184,7 +184,11 @@ class CameraSettings:
     )
     camera_id: str = setting("cam0", "FACEPIPE_CAMERA_ID", "this camera's id (properties, keys)", check=identifier)
     crop_margin: float = setting(
-        0.2, "FACEPIPE_CROP_MARGIN", "margin added around each face, as a fraction of its size", check=non_negative
+        0.2,
+        "FACEPIPE_CROP_MARGIN",
+        f"margin added around each face, as a fraction of its size (at most {contract.MAX_CROP_MARGIN:g}: the processor "
+        "refuses crops larger than their face box allows with that margin)",
+        check=lambda v: None if 0 <= v <= contract.MAX_CROP_MARGIN else f"must be between 0 and {contract.MAX_CROP_MARGIN:g}",
     )
     image_format: str = setting("png", "FACEPIPE_IMAGE_FORMAT", "encoding of the published crops", choices=("png", "jpeg"))
     jpeg_quality: int = setting(
@@ -302,7 +306,22 @@ class ProcessorSettings:
     share_group: str = setting("", "FACEPIPE_SHARE_GROUP", "shared-subscription group, for several replicas (empty: none)")
     workers: int = setting(4, "FACEPIPE_WORKERS", "threads validating and storing faces", check=positive)
     max_bytes: int = setting(contract.DEFAULT_MAX_PAYLOAD_BYTES, "FACEPIPE_MAX_BYTES", "largest accepted payload in bytes", check=positive)
-    max_pixels: int = setting(contract.DEFAULT_MAX_PIXELS, "FACEPIPE_MAX_PIXELS", "largest accepted image in pixels", check=positive)
+    max_pixels: int = setting(
+        contract.DEFAULT_MAX_PIXELS, "FACEPIPE_MAX_PIXELS", "largest accepted image in pixels (a face crop, not a frame)", check=positive
+    )
+    max_queued_bytes: int = setting(
+        64 * 1024**2,
+        "FACEPIPE_MAX_QUEUED_BYTES",
+        "payload bytes received and not yet acknowledged (queued, being checked or stored); at the limit the "
+        "processor reads nothing more from the broker until some are done",
+        check=positive,
+    )
+    max_check_bytes: int = setting(
+        32 * 1024**2,
+        "FACEPIPE_MAX_CHECK_BYTES",
+        "working memory of the payload checks running at once (a JPEG's decoded pixels, a PNG's inflate buffers); a check waits for room",
+        check=positive,
+    )
     session_expiry: int = setting(
         86400,
         "FACEPIPE_SESSION_EXPIRY",

@@ -28,7 +28,11 @@ MQTT_PORT = 1883
 MQTTS_PORT = 8883
 
 DEFAULT_MAX_PAYLOAD_BYTES = 2 * 1024 * 1024
-DEFAULT_MAX_PIXELS = 4096 * 4096
+# A face crop, not a frame: the camera scales a larger crop down to this, the processor refuses more.
+DEFAULT_MAX_PIXELS = 1024 * 1024
+# A crop is the face box grown by at most this fraction of its size on every side (camera FACEPIPE_CROP_MARGIN);
+# the processor refuses an image larger than its `bbox` allows with this margin.
+MAX_CROP_MARGIN = 1.0
 
 PNG = "image/png"
 JPEG = "image/jpeg"
@@ -36,7 +40,10 @@ CONTENT_TYPES = {"png": PNG, "jpeg": JPEG}
 
 # Device, camera and boot ids appear in topics, object keys and file names: keep them tame.
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")  # always used with fullmatch
-UNKNOWN_DEVICE = "unknown"
+UNKNOWN_DEVICE = "unknown"  # where faces without metadata published on the base topic itself are stored
+# Device ids no device may use: the folder of faces whose device no topic proves. The processor also refuses its
+# own broker user name as a device (it may only read).
+RESERVED_DEVICE_IDS = frozenset({UNKNOWN_DEVICE})
 
 # Names of the user properties, in the order they are published.
 USER_PROPERTY_NAMES = (
@@ -85,6 +92,13 @@ def device_from_topic(base: str, topic: str) -> str:
     if not topic.startswith(prefix) or "/" in topic[len(prefix) :]:
         raise ContractError("bad_topic", f"topic {topic!r} is not {base}/<device>")
     return check_id("device", topic[len(prefix) :])
+
+
+def max_crop_size(bbox: tuple[int, int, int, int]) -> tuple[int, int]:
+    """The largest crop (width, height) a camera sends for a face box: the box and MAX_CROP_MARGIN on every side
+    (a crop clipped by the frame's edge or scaled down to the pixel limit is smaller)."""
+    _x, _y, w, h = bbox
+    return w + 2 * math.ceil(w * MAX_CROP_MARGIN), h + 2 * math.ceil(h * MAX_CROP_MARGIN)
 
 
 def format_timestamp(moment: datetime) -> str:

@@ -2,7 +2,9 @@
 
 Messages arrive on paho's network thread and go to a bounded queue; worker threads take them in
 batches (what is queued, up to the store's batch size), validate and store them, make the batch
-durable with one `sync()`, retrying with backoff for as long as that fails. A QoS 1 message is
+durable with one `sync()`, retrying with backoff for as long as that fails. Memory is bounded by
+two byte budgets: the payloads held (queued until acknowledged: paho's thread, and so the broker,
+waits at the limit) and the working memory of the checks running at once. A QoS 1 message is
 acknowledged only once its object is durable, so a crash or restart makes the broker redeliver
 it, and because keys derive from the metadata the redelivery overwrites the same object.
 
@@ -21,15 +23,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from facepipe import contract, imaging
+from facepipe.budget import ByteBudget
 from facepipe.config import ProcessorSettings
 from facepipe.contract import ContractError, FaceMeta
 from facepipe.fleet import Fleet
 from facepipe.mqtt import BrokerLink, client_id
 from facepipe.service import Component
-from facepipe.storage import Store, StoreUnavailable, open_store
+from facepipe.storage import Store, StoreRefused, StoreUnavailable, open_store
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -44,13 +47,18 @@ class StoredFace:
 
 def prepare(msg_topic: str, payload: bytes, props: Any, settings: ProcessorSettings, prefix: str) -> StoredFace:
     """Turn one message into the object to store, or raise ContractError saying why it is rejected."""
-    device = contract.device_from_topic(settings.broker.topic, msg_topic)
+    base = settings.broker.topic
+    device = contract.device_from_topic(base, msg_topic)
+    if msg_topic != base and (device in contract.RESERVED_DEVICE_IDS or device == settings.broker.username):
+        raise ContractError("reserved_device", f"{device!r} is reserved, not a device id (topic {msg_topic!r})")
     declared = getattr(props, "ContentType", None) if props is not None else None
     pairs = list(getattr(props, "UserProperty", [])) if props is not None else []
     meta = FaceMeta.from_user_properties(pairs, declared) if any(n == "schema" for n, _ in pairs) else None
-    if meta is not None and device != contract.UNKNOWN_DEVICE and meta.device != device:
+    if meta is not None and (msg_topic == base or meta.device != device):
+        # On the base topic itself no topic proves a device: only bare faces (MQTT 3.1.1 clients) go there.
         raise ContractError("device_mismatch", f"device {meta.device!r} published under {msg_topic!r}")
-    png = imaging.as_png(payload, declared, settings.max_bytes, settings.max_pixels)
+    largest = None if meta is None else contract.max_crop_size(meta.bbox)
+    png = imaging.check_face(payload, declared, settings.max_bytes, settings.max_pixels, largest)
     if meta is None:
         key = contract.anonymous_key(prefix, device, datetime.now(UTC), payload)
         return StoredFace(key, png, {"device": device, "schema": "none"}, None)
@@ -74,6 +82,18 @@ class Processor(Component):
         self.stored = Counter("facepipe_processor_stored_total", "faces stored", registry=reg)
         self.rejected = Counter("facepipe_processor_rejected_total", "messages rejected, by reason", ["reason"], registry=reg)
         self.store_errors = Counter("facepipe_processor_store_errors_total", "failed store attempts (retried)", registry=reg)
+        self.store_refused = Counter(
+            "facepipe_processor_store_refused_total",
+            "store calls refused as configured (encryption, access, bucket), by reason: fix the configuration",
+            ["reason"],
+            registry=reg,
+        )
+        self.held = ByteBudget(settings.max_queued_bytes)
+        self.checking = ByteBudget(settings.max_check_bytes)
+        held_bytes = Gauge("facepipe_processor_queued_bytes", "payload bytes received and not yet acknowledged", registry=reg)
+        held_bytes.set_function(lambda: self.held.used)
+        check_bytes = Gauge("facepipe_processor_check_bytes", "working memory reserved by the checks running now", registry=reg)
+        check_bytes.set_function(lambda: self.checking.used)
         self.store_seconds = Histogram(
             "facepipe_processor_store_seconds",
             "time to store one face (a batch's put and sync time, divided by its faces)",
@@ -108,7 +128,9 @@ class Processor(Component):
         self.link.client.ack(msg.mid, msg.qos)
 
     def _enqueue(self, msg: mqtt.MQTTMessage) -> None:
-        """Hand a message to the workers; block paho's thread while they are busy (backpressure)."""
+        """Hand a message to the workers; block paho's thread while they are busy or hold too many bytes (backpressure)."""
+        if not self.held.acquire(len(msg.payload), self.stopping):
+            return
         while not self.stopping.is_set():
             try:
                 self.queue.put(msg, timeout=0.2)
@@ -145,9 +167,7 @@ class Processor(Component):
                 self.store_ok.set()
                 return
             except StoreUnavailable as exc:
-                self.log.error("store.unavailable", extra={"store": self.store.url, "error": str(exc), "retry_in": delay})
-                stop.wait(delay)
-                delay = min(delay * 2, self.settings.store_retry_max_seconds)
+                delay = self._store_failed("store.unavailable", exc, delay, stop, store=self.store.url)
 
     def _apply_retention(self) -> None:
         try:
@@ -173,6 +193,7 @@ class Processor(Component):
         while not stop.is_set():
             for msg in self._handle(self._take(), stop):
                 self.link.client.ack(msg.mid, msg.qos)
+                self.held.release(len(msg.payload))
 
     def _handle(self, batch: list[mqtt.MQTTMessage], stop: threading.Event) -> list[mqtt.MQTTMessage]:
         """Validate and store a batch; return the messages that may be acknowledged (stored or rejected)."""
@@ -181,6 +202,9 @@ class Processor(Component):
         self.received.inc(len(batch))
         self._count("received", len(batch))
         for msg in batch:
+            cost = imaging.check_cost(msg.payload, self.settings.max_pixels)
+            if not self.checking.acquire(cost, stop):
+                return done
             try:
                 accepted.append((msg, prepare(msg.topic, msg.payload, getattr(msg, "properties", None), self.settings, self.store.prefix)))
             except ContractError as exc:
@@ -191,6 +215,8 @@ class Processor(Component):
                     extra={"topic": msg.topic, "bytes": len(msg.payload), "reason": exc.reason, "detail": exc.detail[:300]},
                 )
                 done.append(msg)
+            finally:
+                self.checking.release(cost)
         if not accepted or not self._store_with_retry([face for _msg, face in accepted], stop):
             return done
         now = datetime.now(UTC)
@@ -217,13 +243,24 @@ class Processor(Component):
                 self.store_ok.set()
                 return True
             except StoreUnavailable as exc:
-                self.store_ok.clear()
                 self.store_errors.inc()
                 self._count("store_errors")
-                self.log.error("store.failed", extra={"faces": len(faces), "error": str(exc)[:500], "retry_in": delay})
-                stop.wait(delay)
-                delay = min(delay * 2, self.settings.store_retry_max_seconds)
+                delay = self._store_failed("store.failed", exc, delay, stop, faces=len(faces))
         return False
+
+    def _store_failed(self, event: str, exc: StoreUnavailable, delay: float, stop: threading.Event, **context: Any) -> float:
+        """Log a failed store call, wait and return the next delay; not ready meanwhile. A refusal (the store will
+        not take this configuration) is logged as `store.refused` with what to change, counted by reason, and
+        retried only at the longest delay: nothing is acknowledged, so nothing is lost once it is fixed."""
+        self.store_ok.clear()
+        if isinstance(exc, StoreRefused):
+            delay = self.settings.store_retry_max_seconds
+            self.store_refused.labels(exc.reason).inc()
+            self.log.error("store.refused", extra={"reason": exc.reason, "error": str(exc)[:1000], "retry_in": delay, **context})
+        else:
+            self.log.error(event, extra={"error": str(exc)[:500], "retry_in": delay, **context})
+        stop.wait(delay)
+        return min(delay * 2, self.settings.store_retry_max_seconds)
 
     def ready(self) -> bool:
         return self.link.connected.is_set() and self.store_ok.is_set()

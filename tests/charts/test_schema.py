@@ -35,6 +35,7 @@ CASES = [
     ("face-edge", ("camera.detector.scoreThreshold=1.5",), "camera.detector.scoreThreshold"),
     ("face-edge", ("camera.publish.imageFormat=gif",), "camera.publish.imageFormat"),
     ("face-edge", ("camera.publish.jpegQuality=0",), "camera.publish.jpegQuality"),
+    ("face-edge", ("camera.publish.cropMargin=1.5",), "camera.publish.cropMargin"),  # the processor would refuse the crops
     ("face-edge", ("camera.videoGroupId=-1",), "camera.videoGroupId"),
     ("face-edge", ("camera.devicePlugin.resourceName=not a resource",), "camera.devicePlugin.resourceName"),
     ("face-edge", ("broker.maxPacketSize=0",), "broker.maxPacketSize"),

@@ -15,6 +15,7 @@ from facepipe import contract
 from facepipe.camera.detect import create_detector
 from facepipe.config import DetectorSettings
 from facepipe.contract import FaceMeta
+from tests.support.loadgen import s3_keys
 from tests.support.rgw import RadosGateway
 
 
@@ -86,7 +87,7 @@ def test_video_to_s3(tmp_path: Path, test_video: Path, model_dir: Path, expected
     summary = run_pipeline(test_video, f"s3://{s3_bucket}/faces", model_dir, tmp_path / "run", env)
     assert summary["published"] == summary["stored"] == len(expected_faces) and summary["lost"] == 0
     s3 = rgw.client()
-    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=s3_bucket) for o in page.get("Contents", [])]
+    keys = s3_keys(s3, s3_bucket)
     assert all(k.startswith("faces/edge-test/") for k in keys)
     objects = {}
     for key in keys:

@@ -94,11 +94,16 @@ KNOWN_REASONS = frozenset(
         "not_image",
         "undecodable",
         "too_many_pixels",
+        "unsupported_format",
+        "bloated",
+        "bbox_mismatch",
+        "reserved_device",
     }
 )
 MiB = 1024 * 1024
-# Worst legitimate decode: 16-bit RGBA at the pixel limit, plus a re-encode of the same size; plus slack.
-CASE_MEMORY_BUDGET = 2 * MAX_PIXELS * 8 + 64 * MiB
+# Worst legitimate check: a JPEG at the pixel limit (decoded pixels, progressive coefficients, the PNG re-encode);
+# a PNG is inflated a piece at a time whatever its size. Plus slack.
+CASE_MEMORY_BUDGET = MAX_PIXELS * imaging.JPEG_BYTES_PER_PIXEL + 32 * MiB
 RUN_RSS_GROWTH_LIMIT = 50 * 1000 * 1000
 REPLAY_SAMPLE = {"ci": 200, "full": 1000}  # distinct cases cycled through by the memory replay
 # A processor pod's memory limit in charts/face-cloud (processor.resources.limits.memory: 768Mi).
@@ -138,6 +143,9 @@ def corpus() -> dict[str, bytes]:
     }
 
 
+UNSUPPORTED = {"png-16bit"}  # valid images no camera sends
+
+
 def png_chunk(kind: bytes, data: bytes, crc: int | None = None) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) if crc is None else crc)
 
@@ -159,24 +167,28 @@ def _deflated_mib_of_zeros() -> bytes:
     return comp.compress(bytes(MiB)) + comp.flush(zlib.Z_FULL_FLUSH)
 
 
-def zeros_deflated(size: int) -> bytes:
-    """A zlib stream of `size` zero bytes (~1000:1, the classic decompression bomb), built without deflating them all."""
-    full, rest = divmod(size, MiB)
+def zeros_deflated(size: int, tail: bytes = b"") -> bytes:
+    """A zlib stream of `size` bytes, zeros but for `tail` at the end (~1000:1, the classic decompression bomb),
+    built without deflating all the zeros."""
+    zeros = size - len(tail)
+    full, rest = divmod(zeros, MiB)
     comp = zlib.compressobj(9, zlib.DEFLATED, -15)
-    tail = comp.compress(bytes(rest)) + comp.flush()
-    adler32_of_zeros = ((size % 65521) << 16) | 1
-    return b"\x78\xda" + _deflated_mib_of_zeros() * full + tail + struct.pack(">I", adler32_of_zeros)
+    end = comp.compress(bytes(rest) + tail) + comp.flush()
+    adler32 = zlib.adler32(tail, ((zeros % 65521) << 16) | 1)  # Adler-32 of n zeros is (n mod 65521) << 16 | 1
+    return b"\x78\xda" + _deflated_mib_of_zeros() * full + end + struct.pack(">I", adler32)
 
 
 CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 
 
-def png_bomb(width: int, height: int, depth: int, color: int, raw_size: int | None, extra: bytes = b"") -> bytes:
-    """A well-formed PNG (CRCs right) declaring width x height whose IDAT inflates to `raw_size` zeros."""
+def png_bomb(width: int, height: int, depth: int, color: int, raw_size: int | None, extra: bytes = b"", tail: bytes = b"") -> bytes:
+    """A well-formed PNG (CRCs right) declaring width x height whose IDAT inflates to `raw_size` zeros (the
+    image's size when None), the last ones replaced by `tail`."""
     if raw_size is None:
         raw_size = (1 + (width * CHANNELS.get(color, 4) * depth + 7) // 8) * height
     ihdr = struct.pack(">IIBBBBB", width, height, depth, color, 0, 0, 0)
-    return imaging.PNG_SIGNATURE + png_chunk(b"IHDR", ihdr) + extra + png_chunk(b"IDAT", zeros_deflated(raw_size)) + imaging.PNG_IEND
+    idat = png_chunk(b"IDAT", zeros_deflated(raw_size, tail))
+    return imaging.PNG_SIGNATURE + png_chunk(b"IHDR", ihdr) + extra + idat + imaging.PNG_IEND
 
 
 def jpeg_sof_offset(payload: bytes) -> int | None:
@@ -195,6 +207,7 @@ def jpeg_sof_offset(payload: bytes) -> int | None:
 ID = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
 DETECTOR = st.from_regex(r"\A[A-Za-z0-9._:/+-]{1,64}\Z")
 U12 = st.integers(0, 10**12 - 1)
+FACE_SIDE = st.one_of(st.integers(0, 200), U12)  # around the corpus' sizes (bbox_mismatch below 96 / 3), or anything
 # Any code point, lone surrogates and control characters included.
 WILD = st.text(st.characters(exclude_categories=()), max_size=80)
 TRICKY = st.sampled_from(
@@ -295,7 +308,7 @@ def payloads(draw: st.DrawFn) -> tuple[str, bytes, frozenset[str] | None]:
         )
     )  # fmt: skip
     if kind == "valid":
-        return name, face, frozenset({"stored"})
+        return name, face, frozenset({"unsupported_format" if name in UNSUPPORTED else "stored"})
     if kind == "truncated":
         cut = draw(st.integers(0, len(face) - 1))
         # A truncated PNG can never be complete; a JPEG cut inside its scan may still decode (libjpeg pads).
@@ -380,7 +393,7 @@ def valid_meta(draw: st.DrawFn, device: str, content_type: str) -> FaceMeta:
     return FaceMeta(
         device=device, camera=draw(ID), boot=draw(ID), seq=draw(U12),
         captured_at=draw(st.datetimes(min_value=datetime(1000, 1, 1), max_value=datetime(9999, 12, 31), timezones=st.just(UTC))),
-        frame=draw(U12), face=draw(U12), bbox=draw(st.tuples(U12, U12, U12, U12)), score=draw(st.floats(0.0, 1.0)),
+        frame=draw(U12), face=draw(U12), bbox=draw(st.tuples(U12, U12, FACE_SIDE, FACE_SIDE)), score=draw(st.floats(0.0, 1.0)),
         detector=draw(DETECTOR), content_type=content_type, track=draw(st.none() | U12),
     )  # fmt: skip
 
@@ -442,10 +455,39 @@ def fuzz_cases(draw: st.DrawFn) -> Case:
             pairs.append(("schema", contract.SCHEMA))
         content_type = draw(CONTENT_TYPES)
     clean = topic_kind == "own" and props_kind in ("meta", "none")
+    if clean and props_kind == "meta" and expect in CHECKED_AFTER_THE_BBOX and too_large_for_bbox(payload, meta.bbox):
+        expect = frozenset({"bbox_mismatch"})  # the face box is checked against the header before the image data
     return Case(f"{label} | topic {topic_kind} | props {props_kind}", topic, payload, pairs, content_type, expect if clean else None)
 
 
 # --- the oracle ---
+
+
+def image_size(payload: bytes) -> tuple[int, int]:
+    if payload.startswith(imaging.PNG_SIGNATURE):
+        return struct.unpack(">II", payload[16:24])
+    sof = jpeg_sof_offset(payload)
+    assert sof is not None
+    height, width = struct.unpack(">HH", payload[sof + 5 : sof + 9])
+    return width, height
+
+
+CHECKED_AFTER_THE_BBOX = {frozenset({"stored"}), frozenset({"unsupported_format"}), frozenset({"undecodable"})}
+
+
+def too_large_for_bbox(payload: bytes, bbox: tuple[int, int, int, int]) -> bool:
+    """Larger than the face box grown by the largest crop margin on every side (computed here, not by the contract)."""
+    width, height = image_size(payload)
+    if width == 0 or height == 0:
+        return False  # refused as undecodable first
+    return width > bbox[2] * (1 + 2 * contract.MAX_CROP_MARGIN) or height > bbox[3] * (1 + 2 * contract.MAX_CROP_MARGIN)
+
+
+def kept_chunks(payload: bytes) -> bytes:
+    """The PNG with only its IHDR, IDAT and IEND chunks (what a face is stored as)."""
+    return imaging.PNG_SIGNATURE + b"".join(
+        payload[pos : pos + 12 + length] for pos, kind, length in png_chunks(payload) if kind in (b"IHDR", b"IDAT", b"IEND")
+    )
 
 
 def header_safe(value: str) -> bool:
@@ -476,22 +518,26 @@ class FuzzStats:
         }
 
 
-def rss_bytes() -> int:
-    return _status_kb("VmRSS") * 1024
+def rss_bytes(pid: int | str = "self") -> int:
+    return _status_kb("VmRSS", pid) * 1024
 
 
-def _status_kb(field_name: str) -> int:
-    with open("/proc/self/status") as status:
+def _status_kb(field_name: str, pid: int | str = "self") -> int:
+    with open(f"/proc/{pid}/status") as status:
         for line in status:
             if line.startswith(field_name + ":"):
                 return int(line.split()[1])
-    raise RuntimeError(f"{field_name} not in /proc/self/status")
+    raise RuntimeError(f"{field_name} not in /proc/{pid}/status")
 
 
-def reset_peak() -> bool:
+def peak_rss_of(pid: int) -> int:
+    return _status_kb("VmHWM", pid) * 1024
+
+
+def reset_peak(pid: int | str = "self") -> bool:
     """Reset VmHWM to the current RSS (Linux >= 4.0); False where that is not possible."""
     try:
-        with open("/proc/self/clear_refs", "w") as handle:
+        with open(f"/proc/{pid}/clear_refs", "w") as handle:
             handle.write("5")
         return True
     except OSError:
@@ -521,7 +567,7 @@ def check_stored(case: Case, face: StoredFace, stats: FuzzStats) -> None:
     payload = case.payload
     assert isinstance(face.png, bytes) and face.png.startswith(imaging.PNG_SIGNATURE) and face.png.endswith(imaging.PNG_IEND)
     if imaging.sniff(payload) == PNG:
-        assert face.png == payload, "a PNG payload is stored as sent"
+        assert face.png == kept_chunks(payload), "a PNG payload is stored as sent, minus the chunks a face does not need"
     image = cv2.imdecode(np.frombuffer(face.png, np.uint8), cv2.IMREAD_UNCHANGED)
     assert image is not None, "the stored PNG does not decode"
     assert 0 < image.shape[0] * image.shape[1] <= MAX_PIXELS
@@ -536,9 +582,10 @@ def check_stored(case: Case, face: StoredFace, stats: FuzzStats) -> None:
         assert face.key.endswith(f"_sha256-{hashlib.sha256(payload).hexdigest()}.png")
     else:
         meta = face.meta
-        assert device in (contract.UNKNOWN_DEVICE, meta.device), "device_mismatch not enforced"
+        assert device == meta.device and case.topic != BASE, "device_mismatch not enforced"
         assert face.key == contract.object_key(PREFIX, meta)
         assert meta.content_type == imaging.sniff(payload)
+        assert not too_large_for_bbox(payload, meta.bbox), "an image larger than its face box allows was stored"
         ids += [meta.device, meta.camera, meta.boot]
         if meta.captured_at.year < 1000:
             stats.known_bugs["year before 1000 (test_stored_metadata_round_trips_for_years_before_1000)"] += 1
@@ -685,17 +732,22 @@ def test_a_png_chunk_length_cannot_force_a_huge_allocation() -> None:
     assert peak < 64 * MiB, f"a {len(poisoned)}-byte message made the processor touch {peak / MiB:.0f} MiB"
 
 
-def test_a_png_whose_idat_inflates_past_the_image_is_rejected_cheaply() -> None:
-    bomb = png_bomb(16, 16, 8, 2, 128 * MiB)
+@pytest.mark.parametrize(
+    ("side", "expected"),
+    [(16, "bloated"), (512, "undecodable")],  # 128 KB of data for 16x16 pixels is refused before inflating
+)
+def test_a_png_whose_idat_inflates_past_the_image_is_rejected_cheaply(side: int, expected: str) -> None:
+    bomb = png_bomb(side, side, 8, 2, 128 * MiB)
     assert len(bomb) < 200_000
     started = time.process_time()
     with quiet_native_stderr():
-        try:
-            outcome = prepare(f"{BASE}/edge-1", bomb, None, SETTINGS, PREFIX) and "stored"
-        except ContractError as exc:
-            outcome = exc.reason
+        peak, result = _peak_of(lambda: prepare(f"{BASE}/edge-1", bomb, None, SETTINGS, PREFIX))
     cpu = time.process_time() - started
-    assert outcome == "undecodable", f"a {len(bomb)}-byte PNG of 16x16 pixels inflating to 128 MiB was {outcome} after {cpu:.2f} s of CPU"
+    outcome = result.reason if isinstance(result, ContractError) else "stored"
+    assert outcome == expected, (
+        f"a {len(bomb)}-byte PNG of {side}x{side} pixels inflating to 128 MiB was {outcome} after {cpu:.2f} s of CPU"
+    )
+    assert peak < 16 * MiB, f"checking it touched {peak / MiB:.0f} MiB"
 
 
 def test_ids_with_a_trailing_newline_are_rejected() -> None:
@@ -718,7 +770,7 @@ def test_ids_with_a_trailing_newline_are_rejected() -> None:
 
 
 def test_stored_metadata_round_trips_for_years_before_1000() -> None:
-    meta = FaceMeta("edge-1", "cam0", "b00f", 1, datetime(999, 1, 2, 3, 4, 5, tzinfo=UTC), 0, 0, (1, 2, 3, 4), 0.9, "test/1")
+    meta = FaceMeta("edge-1", "cam0", "b00f", 1, datetime(999, 1, 2, 3, 4, 5, tzinfo=UTC), 0, 0, (1, 2, 96, 96), 0.9, "test/1")
     face = prepare(f"{BASE}/edge-1", synthetic_face(), meta.to_properties(), SETTINGS, PREFIX)
     assert FaceMeta.from_storage_metadata(face.metadata) == face.meta
     assert face.key.split("/")[2] == "0999"
@@ -842,7 +894,7 @@ class FuzzPublisher:
         self.client.loop_stop()
 
 
-def start_processor(broker: MosquittoBroker, workdir: Path) -> ComponentProcess:
+def start_processor(broker: MosquittoBroker, workdir: Path, **overrides: object) -> ComponentProcess:
     settings = ProcessorSettings(
         common=CommonSettings(device_id="cloud"),
         broker=BrokerSettings(host=broker.host, port=broker.port, topic=BASE),
@@ -850,15 +902,8 @@ def start_processor(broker: MosquittoBroker, workdir: Path) -> ComponentProcess:
         max_bytes=MAX_BYTES,
         max_pixels=MAX_PIXELS,
     )
+    settings = dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
     return ComponentProcess("processor", settings, workdir).start().wait_ready()
-
-
-def peak_rss_of(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def mqtt_draws(profile: str) -> int:
@@ -953,6 +998,107 @@ def test_processor_process_counts_every_fuzz_case_long(
     tmp_path: Path, cloud_broker: MosquittoBroker, record_property: pytest.RecordProperty
 ) -> None:
     run_processor_fuzz("full", tmp_path, cloud_broker, record_property)
+
+
+# --- a burst of PNG bombs across every worker ---
+
+BOMB_SIDE = 4096  # the review's bomb: 4096x4096; the processor here accepts that many pixels (the old default limit)
+BURST_ROUNDS = 6
+# Peak RSS over the burst above the processor's warm RSS. Without bounded checks, one 16-bit bomb inflated 128 MiB
+# and a handful at once took a processor from 59 MB to 0.7-1.1 GB.
+BURST_RSS_GROWTH_LIMIT = 64 * MiB
+
+
+def bomb_props(device: str, seq: int, side: int) -> Properties:
+    """Metadata whose face box allows the bomb's size, so only the image checks stand in its way."""
+    return FaceMeta(device, "cam0", "b0mb", seq, datetime.now(UTC), seq, 0, (0, 0, side, side), 0.9, "test/1").to_properties()
+
+
+def burst_messages() -> tuple[list[tuple[str, bytes, Properties]], Counter[str]]:
+    """(topic, payload, properties) of the burst, in the order sent, and the outcomes a processor must report."""
+    review = png_bomb(BOMB_SIDE, BOMB_SIDE, 16, 6, None)  # 130 KB: 128 MiB of 16-bit RGBA zeros
+    bad_last_row = png_bomb(BOMB_SIDE, BOMB_SIDE, 8, 6, None, tail=bytes([7]) + bytes(4 * BOMB_SIDE))  # 64 MiB inflated first
+    overflow = png_bomb(1024, 1024, 8, 2, 1024 * MiB)  # 1 MB declaring 3 MiB, inflating to 1 GiB
+    face = synthetic_face(96)
+    kinds = [("unsupported_format", review, BOMB_SIDE)] * 8 + [("undecodable", bad_last_row, BOMB_SIDE)] * 4
+    kinds += [("undecodable", overflow, 1024)] * 2 + [("stored", face, 96)] * 4
+    messages, expected, seq = [], Counter[str](), 0
+    for _round in range(BURST_ROUNDS):
+        for outcome, payload, side in kinds:
+            device = "edge-ok" if outcome == "stored" else "edge-bomb"
+            messages.append((f"{BASE}/{device}", payload, bomb_props(device, seq, side)))
+            expected[outcome] += 1
+            seq += 1
+    return messages, expected
+
+
+def publish_concurrently(broker: MosquittoBroker, messages: list[tuple[str, bytes, Properties]], clients: int = 4) -> None:
+    """Publish at QoS 1 from several connections at once, each without waiting between its messages."""
+
+    def send(share: list[tuple[str, bytes, Properties]], index: int) -> None:
+        client = TestClient(broker.host, broker.port, client_id=f"burst-{index}")
+        try:
+            infos = [client.client.publish(topic, payload, qos=1, properties=props) for topic, payload, props in share]
+            for info in infos:
+                info.wait_for_publish(60)
+                assert info.is_published()
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=send, args=(messages[i::clients], i)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def test_a_burst_of_png_bombs_keeps_the_processor_within_its_memory_bound(
+    tmp_path: Path, cloud_broker: MosquittoBroker, record_property: pytest.RecordProperty
+) -> None:
+    """The review's attack on a real processor with 4 workers: 16-bit RGBA bombs declaring 4096x4096, bombs at that
+    size whose very last row is bad (every byte must be inflated to find it) and zlib bombs overflowing their image,
+    sent from four connections at once with valid faces among them. Every bomb is rejected and counted by reason,
+    every face stored, and the processor's peak RSS stays within BURST_RSS_GROWTH_LIMIT of its warm RSS."""
+    processor = start_processor(cloud_broker, tmp_path, max_bytes=contract.DEFAULT_MAX_PAYLOAD_BYTES, max_pixels=BOMB_SIDE**2, workers=4)
+    pid = processor.process.pid
+    try:
+        warm_up = [(f"{BASE}/edge-ok", synthetic_face(96), bomb_props("edge-ok", 1000 + i, 96)) for i in range(2)]
+        publish_concurrently(cloud_broker, warm_up, clients=1)
+        wait_until(lambda: processor.metrics().get("facepipe_processor_stored_total") == 2, what="the warm-up faces")
+        if not reset_peak(pid):
+            pytest.skip(f"/proc/{pid}/clear_refs is not writable: cannot measure the processor's peak memory")
+        warm = rss_bytes(pid)
+        messages, expected = burst_messages()
+        started = time.monotonic()
+        publish_concurrently(cloud_broker, messages)
+        total = len(messages) + len(warm_up)
+        wait_until(
+            lambda: (lambda m: m.get("facepipe_processor_rejected_total", 0) + m.get("facepipe_processor_stored_total", 0))(
+                processor.metrics()
+            ) >= total,
+            timeout=300, what="every message of the burst handled",
+        )  # fmt: skip
+        seconds = time.monotonic() - started
+        peak = peak_rss_of(pid)
+        metrics = processor.metrics()
+        assert processor.process.running()
+        outcomes = {r: metrics.get(f'facepipe_processor_rejected_total{{reason="{r}"}}', 0) for r in KNOWN_REASONS}
+        outcomes["stored"] = metrics.get("facepipe_processor_stored_total", 0) - len(warm_up)
+        assert {r: n for r, n in outcomes.items() if n} == dict(expected)
+        stored = sorted((tmp_path / "faces" / "edge-ok").rglob("*.png"))
+        assert len(stored) == expected["stored"] + len(warm_up)
+        assert all(path.read_bytes() == synthetic_face(96) for path in stored)
+        assert not (tmp_path / "faces" / "edge-bomb").exists()
+    finally:
+        processor.stop()
+    summary = {
+        "messages": len(messages), "outcomes": dict(expected), "seconds": round(seconds, 1),
+        "warm_rss_mib": round(warm / MiB, 1), "peak_rss_mib": round(peak / MiB, 1), "growth_mib": round((peak - warm) / MiB, 1),
+        "inflated_by_the_checks_mib": BURST_ROUNDS * (4 * 64 + 2 * 3),  # the 16-bit bombs are refused at their header
+    }  # fmt: skip
+    print("\nPNG bomb burst:", json.dumps(summary))
+    record_property("png_bomb_burst", json.dumps(summary))
+    assert peak - warm < BURST_RSS_GROWTH_LIMIT, f"peak RSS {peak / MiB:.0f} MiB, {(peak - warm) / MiB:.0f} MiB above warm"
 
 
 def feff_face(device: str, seq: int) -> tuple[bytes, Properties, FaceMeta]:

@@ -173,10 +173,12 @@ def directory_keys(root: Path) -> list[str]:
 
 
 def s3_keys(client: Any, bucket: str, prefix: str = "") -> list[str]:
-    """Every key in `bucket` under `prefix` (paginated)."""
+    """Every face key in `bucket` under `prefix` (paginated; the processor's write check object left out)."""
+    from facepipe.storage.s3 import is_check_key
+
     keys: list[str] = []
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        keys += [item["Key"] for item in page.get("Contents", [])]
+        keys += [item["Key"] for item in page.get("Contents", []) if not is_check_key(item["Key"])]
     return keys
 
 

@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from facepipe.camera.camera import Camera, crop_box
+from facepipe import contract
+from facepipe.camera.camera import Camera, crop_box, within_pixel_limit
 from facepipe.camera.detect import Detection, downscale, to_source
 from facepipe.camera.sources import Frame, LatestFrameSlot, SourceError, classify, open_reader
 from facepipe.config import CameraSettings
@@ -19,6 +20,21 @@ def test_crop_box_adds_margin_and_clips() -> None:
     assert crop_box((100, 100, 50, 40), 0.2, (480, 640, 3)) == (90, 92, 160, 148)
     assert crop_box((0, 0, 50, 40), 0.5, (480, 640, 3)) == (0, 0, 75, 60)
     assert crop_box((600, 450, 40, 30), 0.5, (480, 640, 3)) == (580, 435, 640, 480)
+
+
+def test_every_crop_fits_what_the_processor_accepts() -> None:
+    """A face filling a 4K frame (with the largest margin) is scaled down to the pixel limit; the box it reports
+    still allows the crop (contract.max_crop_size), so the processor takes it."""
+    frame = np.zeros((2160, 3840, 3), np.uint8)
+    bbox = (1200, 100, 1800, 1900)
+    x0, y0, x1, y1 = crop_box(bbox, contract.MAX_CROP_MARGIN, frame.shape)
+    crop = within_pixel_limit(frame[y0:y1, x0:x1])
+    height, width = crop.shape[:2]
+    assert width * height <= contract.DEFAULT_MAX_PIXELS and abs(width / height - (x1 - x0) / (y1 - y0)) < 0.01
+    largest = contract.max_crop_size(bbox)
+    assert width <= largest[0] and height <= largest[1]
+    small = frame[:100, :80]
+    assert within_pixel_limit(small) is small
 
 
 def test_downscale_and_back() -> None:

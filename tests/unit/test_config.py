@@ -47,12 +47,13 @@ def test_flag_beats_environment() -> None:
 def test_every_bad_value_is_listed_with_flag_and_variable() -> None:
     env = {"LOCAL_MQTT_PORT": "70000", "FACEPIPE_DETECTOR": "cnn", "LOCAL_MQTT_QOS": "2", "FACEPIPE_REALTIME": "maybe"}
     env["FACEPIPE_STABLE_MAX_FPS"] = "0.5"  # slower than a track lives unseen
+    env["FACEPIPE_CROP_MARGIN"] = "1.5"  # crops the processor would refuse as larger than their face box
     with pytest.raises(config.ConfigError) as info:
         config.load(config.CameraSettings, None, env)
     text = str(info.value)
     for needle in (
         "--local-port / LOCAL_MQTT_PORT", "--detector / FACEPIPE_DETECTOR", "--local-qos / LOCAL_MQTT_QOS", "FACEPIPE_REALTIME",
-        "--stable-max-fps / FACEPIPE_STABLE_MAX_FPS",
+        "--stable-max-fps / FACEPIPE_STABLE_MAX_FPS", "--crop-margin / FACEPIPE_CROP_MARGIN",
     ):  # fmt: skip
         assert needle in text
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
 
+import cv2
 import numpy as np
 import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
@@ -38,6 +40,16 @@ def crop_box(bbox: tuple[int, int, int, int], margin: float, shape: tuple[int, .
     x0, y0 = max(0, x - dx), max(0, y - dy)
     x1, y1 = min(shape[1], x + w + dx), min(shape[0], y + h + dy)
     return x0, y0, x1, y1
+
+
+def within_pixel_limit(crop: np.ndarray, max_pixels: int = contract.DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """The crop, scaled down (aspect kept) where it has more pixels than the processor accepts by default."""
+    height, width = crop.shape[:2]
+    if width * height <= max_pixels:
+        return crop
+    scale = math.sqrt(max_pixels / (width * height))
+    size = (max(1, math.floor(width * scale)), max(1, math.floor(height * scale)))
+    return cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
 
 
 class Camera(Component):
@@ -127,7 +139,9 @@ class Camera(Component):
         return Candidate(detection, crop, frame.index, index, frame.captured_at, quality(detection, crop) if scored else 0.0)
 
     def publish(self, candidate: Candidate, track: int | None = None) -> None:
-        payload = imaging.encode(candidate.crop, self.content_type, self.settings.png_compression, self.settings.jpeg_quality)
+        payload = imaging.encode(
+            within_pixel_limit(candidate.crop), self.content_type, self.settings.png_compression, self.settings.jpeg_quality
+        )
         with self.lock:
             seq = self.seq
             self.seq += 1

@@ -13,7 +13,16 @@ LIST_LIMIT = 1000  # S3's most keys per ListObjectsV2 page
 
 
 class StoreUnavailable(RuntimeError):
-    """The store cannot take objects right now (network, permissions, missing bucket); retry later."""
+    """The store cannot take objects right now (network, server errors); retry later."""
+
+
+class StoreRefused(StoreUnavailable):
+    """The store answered and refused what this configuration asks (encryption it does not offer, credentials or
+    permissions, a missing bucket): retrying cannot help until the configuration changes. `reason` is a short label."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class ObjectNotFound(KeyError):
@@ -62,7 +71,7 @@ class Store(Protocol):
         after which those puts must be made again before they can count as stored."""
 
     def check(self) -> None:
-        """Raise StoreUnavailable when the store cannot be written (readiness)."""
+        """Raise StoreUnavailable (StoreRefused when retrying cannot help) when the store cannot be written."""
 
     def apply_retention(self, days: int) -> None:
         """Make objects older than `days` go away (lifecycle rule or pruning); 0 keeps everything."""

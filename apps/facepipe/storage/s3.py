@@ -10,9 +10,21 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from facepipe.config import StoreSettings
-from facepipe.storage.base import LIST_LIMIT, Listing, ObjectNotFound, StoredObject, StoreUnavailable
+from facepipe.storage.base import LIST_LIMIT, Listing, ObjectNotFound, StoredObject, StoreRefused, StoreUnavailable
 
 _MISSING = ("404", "NoSuchKey", "NotFound")
+
+# S3 error codes that mean "not with this configuration" rather than "not right now".
+ACCESS_ERRORS = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled", "403"}
+MISSING_BUCKET_ERRORS = {"NoSuchBucket", "404"}
+# What a server says to encryption it does not offer (Ceph RGW refuses SSE over plain HTTP with InvalidRequest).
+ENCRYPTION_ERRORS = {"InvalidRequest", "InvalidArgument", "NotImplemented", "InvalidEncryptionAlgorithmError"}
+CHECK_KEY = ".facepipe-write-check"  # the empty object `check` writes under the prefix: a put proves what faces need
+
+
+def is_check_key(key: str) -> bool:
+    """True for the write check's object (listings of faces leave it out)."""
+    return key.rsplit("/", 1)[-1] == CHECK_KEY
 
 
 class S3Store:
@@ -42,20 +54,37 @@ class S3Store:
             if settings.s3_sse == "aws:kms" and settings.s3_kms_key_id:
                 self.encryption["SSEKMSKeyId"] = settings.s3_kms_key_id
 
-    def put(self, key: str, png: bytes, metadata: dict[str, str]) -> None:
+    def put(self, key: str, png: bytes, metadata: dict[str, str], content_type: str = "image/png") -> None:
         try:
-            self.client.put_object(Bucket=self.bucket, Key=key, Body=png, ContentType="image/png", Metadata=metadata, **self.encryption)
-        except (BotoCoreError, ClientError) as exc:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=png, ContentType=content_type, Metadata=metadata, **self.encryption)
+        except ClientError as exc:
+            raise self._refusal(exc, f"s3://{self.bucket}/{key}") from exc
+        except BotoCoreError as exc:
             raise StoreUnavailable(f"s3://{self.bucket}/{key}: {exc}") from exc
+
+    def _refusal(self, exc: ClientError, where: str) -> StoreUnavailable:
+        """StoreRefused, saying what to change, where the answer means this configuration cannot work."""
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if self.encryption and (code in ENCRYPTION_ERRORS or code.startswith("KMS.")):
+            return StoreRefused(
+                "encryption",
+                f"{where}: the store refuses server-side encryption {self.encryption['ServerSideEncryption']} ({exc}); "
+                "Ceph RGW takes it only over https, MinIO only with a KMS: use an https:// endpoint, configure the "
+                "server's encryption, or set FACEPIPE_S3_SSE=none (processor.store.s3.sse)",
+            )
+        if code in ACCESS_ERRORS:
+            return StoreRefused("access_denied", f"{where}: access denied ({exc}); the credentials need s3:PutObject on this prefix")
+        if code in MISSING_BUCKET_ERRORS:
+            return StoreRefused("no_such_bucket", f"{where}: the bucket {self.bucket!r} does not exist ({exc})")
+        return StoreUnavailable(f"{where}: {exc}")
 
     def sync(self) -> None:
         """Nothing to do: S3 answers a PUT once the object is durable."""
 
     def check(self) -> None:
-        try:
-            self.client.head_bucket(Bucket=self.bucket)
-        except (BotoCoreError, ClientError) as exc:
-            raise StoreUnavailable(f"bucket {self.bucket!r} is not reachable: {exc}") from exc
+        """Put a tiny object under the prefix as faces are put (same encryption): proves the endpoint, the
+        credentials, the permission (s3:PutObject on the prefix is all the processor needs) and the encryption."""
+        self.put(f"{self.prefix}/{CHECK_KEY}" if self.prefix else CHECK_KEY, b"", {}, content_type="text/plain")
 
     def apply_retention(self, days: int) -> None:
         """Install (or replace) the bucket's lifecycle rule that expires this prefix after `days`."""
