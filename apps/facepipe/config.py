@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import socket
 import sys
 import typing
@@ -97,6 +98,13 @@ def store_url(value: str) -> str | None:
 
 
 DEFAULT_SPOOL_DIR = "/var/lib/facepipe/spool"
+# The user name and password of a URL (`rtsp://user:pass@host/...`): masked wherever settings or sources are shown.
+URL_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/@]*@)")
+
+
+def redact_url(text: str) -> str:
+    """`text` as it may be shown: a URL's user name and password replaced by `***`."""
+    return URL_USERINFO.sub(r"\1***@", text)
 
 
 def default_device_id() -> str:
@@ -180,7 +188,14 @@ class CameraSettings:
     status: StatusSettings = group("", "", StatusSettings, "status")
     detect: DetectorSettings = group("", "", DetectorSettings, "detector")
     source: str = setting(
-        "/dev/video0", "FACEPIPE_SOURCE", "V4L2 device (path or index), rtsp:// or http(s):// URL, video file, or image directory"
+        "/dev/video0",
+        "FACEPIPE_SOURCE",
+        "V4L2 device (path or index), rtsp:// or http(s):// URL (credentials: FACEPIPE_SOURCE_USERNAME/_PASSWORD), video file, "
+        "or image directory",
+    )
+    source_username: str = setting("", "FACEPIPE_SOURCE_USERNAME", "user name for a stream source (from a Secret; never logged)")
+    source_password: str = setting(
+        "", "FACEPIPE_SOURCE_PASSWORD", "password for a stream source (from a Secret; never logged)", secret=True
     )
     camera_id: str = setting("cam0", "FACEPIPE_CAMERA_ID", "this camera's id (properties, keys)", check=identifier)
     crop_margin: float = setting(
@@ -584,7 +599,9 @@ def describe(settings: Any, mask_secrets: bool = True) -> dict[str, Any]:
         value: Any = settings
         for part in leaf.path:
             value = getattr(value, part)
-        out[leaf.env[0]] = "***" if mask_secrets and leaf.secret and value else value
+        if mask_secrets and isinstance(value, str):
+            value = "***" if leaf.secret and value else redact_url(value)
+        out[leaf.env[0]] = value
     return out
 
 

@@ -256,7 +256,7 @@ def _result(settings: RunSettings, pipeline: Pipeline, camera: dict[str, Any], s
     published = int(camera.get("published", 0))
     stored, rejected = int(processor.get("stored", 0)), int(processor.get("rejected", 0))
     return {
-        "source": settings.camera.source,
+        "source": config.redact_url(settings.camera.source),
         "store": settings.storage.store,
         "frames": camera.get("frames", 0),
         "frames_dropped": camera.get("frames_dropped", 0),

@@ -217,11 +217,29 @@ def test_camera_publish_policy_motion_gate_and_stable_rate(helm: h.Helm, render_
     assert float(env_value(cam, "FACEPIPE_STABLE_AFTER_SECONDS")) == stable["afterSeconds"]
 
 
+@pytest.mark.parametrize("profile", EDGE)
+def test_stream_credentials_come_from_a_secret(helm: h.Helm, render_cache: h.RenderCache, profile: str) -> None:
+    """The stream's user and password reach the camera by secretKeyRef, never in FACEPIPE_SOURCE."""
+    creds = h.effective_values("face-edge", profile)["camera"]["sourceCredentials"]
+    (cam,) = h.find(render_cache.get(helm, "face-edge", profile), "Deployment", "camera")["spec"]["template"]["spec"]["containers"]
+    env = {item["name"]: item for item in cam["env"]}
+    assert "@" not in env["FACEPIPE_SOURCE"]["value"].split("://", 1)[-1].split("/", 1)[0]
+    refs = {name: env[name]["valueFrom"]["secretKeyRef"] for name in ("FACEPIPE_SOURCE_USERNAME", "FACEPIPE_SOURCE_PASSWORD") if name in env}
+    if creds["existingSecret"]:
+        assert refs == {
+            "FACEPIPE_SOURCE_USERNAME": {"name": creds["existingSecret"], "key": creds["usernameKey"]},
+            "FACEPIPE_SOURCE_PASSWORD": {"name": creds["existingSecret"], "key": creds["passwordKey"]},
+        }
+    else:
+        assert refs == {}
+
+
 def test_profiles_cover_the_camera_and_spool_settings() -> None:
     """Some profile departs from each new default, so the wiring and check-config tests see it."""
     cams = [h.effective_values("face-edge", p)["camera"] for p in EDGE]
     assert any(c["publish"]["policy"] == "every" and c["motionGate"]["enabled"] for c in cams)
     assert any(c["stableFaces"]["maxFps"] and c["stableFaces"]["afterSeconds"] for c in cams)
+    assert any(c["sourceCredentials"]["existingSecret"] for c in cams)
     spools = [h.effective_values("face-edge", p)["forwarder"]["spool"] for p in EDGE]
     assert any(s["maxBytes"] for s in spools) and any(s["maxAgeSeconds"] == 0 for s in spools)
 

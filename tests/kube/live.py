@@ -385,6 +385,7 @@ EXTERNAL_SECRETS: dict[str, dict[str, tuple[str, dict[str, str]]]] = {
     "edge-rtsp": {
         "facepipe-cloud-ca": ("Opaque", {"ca.crt": _PEM}),
         "parking-north-client-tls": ("kubernetes.io/tls", {"tls.crt": _PEM, "tls.key": _KEY}),
+        "north-gate-rtsp": ("Opaque", {"username": "viewer", "password": "rtsp-pw"}),
         "registry-example": ("kubernetes.io/dockerconfigjson", {".dockerconfigjson": _DOCKER_CONFIG}),
     },
     "edge-usb-privileged": {

@@ -17,9 +17,9 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from facepipe import contract, imaging
 from facepipe.camera.detect import Detection, Detector, create_detector
-from facepipe.camera.sources import Frame, FrameSource, SourceError, classify
+from facepipe.camera.sources import Frame, FrameSource, SourceError, classify, with_credentials
 from facepipe.camera.track import Candidate, MotionGate, StableRate, Tracker, quality
-from facepipe.config import CameraSettings
+from facepipe.config import CameraSettings, redact_url
 from facepipe.contract import CONTENT_TYPES, Capture, FaceMeta
 from facepipe.mqtt import AckTracker, BrokerLink, client_id
 from facepipe.service import Component
@@ -236,20 +236,22 @@ class Camera(Component):
         self._flush_tracks()
 
     def _open(self, stop: threading.Event) -> FrameSource | None:
-        """Open the source; live sources are retried until they work, files fail at once."""
-        spec = self.settings.source
+        """Open the source (with the credentials of FACEPIPE_SOURCE_USERNAME/_PASSWORD put into a stream URL);
+        live sources are retried until they work, files fail at once. Logs name the source without credentials."""
+        settings = self.settings
+        spec, shown = with_credentials(settings.source, settings.source_username, settings.source_password), redact_url(settings.source)
         while not stop.is_set():
             try:
-                source = FrameSource(spec, realtime=self.settings.realtime, loop=self.settings.loop)
+                source = FrameSource(spec, realtime=settings.realtime, loop=settings.loop)
                 self.source_open.set()
                 self._set_state("opened")
-                self.log.info("source.opened", extra={"source": spec, "kind": classify(spec), "fps": source.reader.fps})
+                self.log.info("source.opened", extra={"source": shown, "kind": classify(spec), "fps": source.reader.fps})
                 return source
             except SourceError as exc:
                 if classify(spec) in ("file", "directory"):
                     raise
                 self._set_state("retrying")
-                self.log.error("source.unavailable", extra={"source": spec, "error": str(exc), "retry_in": self.settings.reconnect_seconds})
+                self.log.error("source.unavailable", extra={"source": shown, "error": str(exc), "retry_in": settings.reconnect_seconds})
                 stop.wait(self.settings.reconnect_seconds)
         return None
 
@@ -290,7 +292,9 @@ class Camera(Component):
                     self._set_state("ended")
                     break
                 self._set_state("retrying")
-                self.log.warning("source.ended", extra={"source": self.settings.source, "retry_in": self.settings.reconnect_seconds})
+                self.log.warning(
+                    "source.ended", extra={"source": redact_url(self.settings.source), "retry_in": self.settings.reconnect_seconds}
+                )
                 stop.wait(self.settings.reconnect_seconds)
             self._drain()
         except SourceError:

@@ -15,11 +15,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import quote
 
 import cv2
 import numpy as np
 
 from facepipe.camera.scene import SceneCuts
+from facepipe.config import URL_USERINFO, redact_url
 from facepipe.errors import FatalError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -47,6 +49,16 @@ class FrameReader(Protocol):
         """The next frame, or None when the source has ended (or failed)."""
 
     def close(self) -> None: ...
+
+
+def with_credentials(spec: str, username: str, password: str) -> str:
+    """A stream URL with `username`/`password` (from a Secret, not the URL in plain env) put in, percent-encoded,
+    in place of any the URL has; other sources, and an empty user name, as they are."""
+    if not username or classify(spec) != "stream":
+        return spec
+    scheme, rest = URL_USERINFO.sub(r"\1", spec).split("://", 1)
+    userinfo = quote(username, safe="") + (":" + quote(password, safe="") if password else "")
+    return f"{scheme}://{userinfo}@{rest}"
 
 
 def classify(spec: str) -> str:
@@ -79,7 +91,7 @@ class CaptureReader:
         else:
             self.capture = cv2.VideoCapture(spec, cv2.CAP_FFMPEG)
         if not self.capture.isOpened():
-            raise SourceError(f"cannot open {kind} {spec!r} with OpenCV (unsupported format, permissions, or unreachable)")
+            raise SourceError(f"cannot open {kind} {redact_url(spec)!r} with OpenCV (unsupported format, permissions, or unreachable)")
         fps = self.capture.get(cv2.CAP_PROP_FPS)
         self.fps = fps if 0 < fps < 1000 else 30.0
 
