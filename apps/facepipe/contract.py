@@ -52,6 +52,13 @@ USER_PROPERTY_NAMES = (
 )  # fmt: skip
 
 
+# Why the processor rejects a message (facepipe_processor_rejected_total{reason}).
+REJECTION_REASONS = (
+    "empty", "too_large", "not_image", "bad_content_type", "undecodable", "too_many_pixels",
+    "bad_metadata", "device_mismatch", "bad_topic",
+)  # fmt: skip
+
+
 class ContractError(ValueError):
     """A message or identifier that breaks the contract; `reason` is a short, fixed label."""
 

@@ -26,7 +26,7 @@ from facepipe import contract
 from facepipe.config import ForwarderSettings
 from facepipe.mqtt import AckTracker, BrokerLink, client_id
 from facepipe.service import Component
-from facepipe.spool import Entry, Spool, encode_properties
+from facepipe.spool import DROP_REASONS, Entry, Spool, encode_properties
 from facepipe.status import StatusAnnouncer, publish_status
 
 LOCAL_SESSION_EXPIRY = 7 * 86400
@@ -51,6 +51,8 @@ class Forwarder(Component):
         self.spool_dropped = Counter(
             "facepipe_forwarder_spool_dropped_total", "faces dropped from the spool, by reason", ["reason"], registry=reg
         )
+        for reason in DROP_REASONS:  # at 0 from the start, so the first drops show in increase()
+            self.spool_dropped.labels(reason)
         self.spool_bytes = Gauge("facepipe_forwarder_spool_bytes", "bytes waiting in the spool", registry=reg)
         Gauge("facepipe_forwarder_spool_limit_bytes", "the spool's size limit (FACEPIPE_SPOOL_MAX_BYTES)", registry=reg).set(
             settings.spool_max_bytes

@@ -84,6 +84,8 @@ class FaceLogger(Component):
         self.lost = Counter("facepipe_logger_lost_total", "faces missing from seq gaps", ["device"], registry=self.registry)
         self.duplicates = Counter("facepipe_logger_duplicates_total", "faces seen again (redelivery)", ["device"], registry=self.registry)
         self.malformed = Counter("facepipe_logger_malformed_total", "messages that break the contract", ["reason"], registry=self.registry)
+        for counter in (self.faces, self.lost, self.duplicates):  # this device's series exist at 0 from the start
+            counter.labels(settings.common.device_id)
         self.totals = {"faces": 0, "lost": 0, "duplicates": 0, "malformed": 0}
         self.lock = threading.Lock()  # the seq tracker: paho's thread and the loss check
         self.totals_lock = threading.Lock()

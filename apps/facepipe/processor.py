@@ -81,6 +81,8 @@ class Processor(Component):
         self.received = Counter("facepipe_processor_received_total", "messages received", registry=reg)
         self.stored = Counter("facepipe_processor_stored_total", "faces stored", registry=reg)
         self.rejected = Counter("facepipe_processor_rejected_total", "messages rejected, by reason", ["reason"], registry=reg)
+        for reason in contract.REJECTION_REASONS:  # at 0 from the start, so the first burst shows in rate()
+            self.rejected.labels(reason)
         self.store_errors = Counter("facepipe_processor_store_errors_total", "failed store attempts (retried)", registry=reg)
         self.store_refused = Counter(
             "facepipe_processor_store_refused_total",

@@ -46,6 +46,9 @@ CURSOR_SAVE_SECONDS = 0.2
 Position = tuple[int, int]  # (segment number, byte offset)
 
 
+DROP_REASONS = ("full", "age", "corrupt")  # why records leave the spool unsent
+
+
 class SpoolError(FatalError):
     """The spool directory cannot be used (missing volume, permissions)."""
 
@@ -110,7 +113,7 @@ class _Segment:
 
 @dataclass
 class SpoolCounts:
-    dropped: dict[str, int] = field(default_factory=lambda: {"full": 0, "age": 0, "corrupt": 0})
+    dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DROP_REASONS, 0))
 
 
 class Spool:

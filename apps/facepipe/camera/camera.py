@@ -28,6 +28,7 @@ from facepipe.status import StatusAnnouncer
 # Faces waiting for the edge broker's acknowledgement; beyond this, while the broker is away,
 # new faces are dropped and counted (their seq numbers still advance, so receivers see the gap).
 MAX_PENDING = 10_000
+DROP_REASONS = ("backlog_full", "broker_unavailable", "refused", "unacknowledged")
 DRAIN_TIMEOUT_SECONDS = 20.0  # inside Kubernetes' default 30 s termination grace period
 FAILED_REPORT_SECONDS = 5.0  # how long a camera whose source failed waits for the broker to take that status
 DETECT_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
@@ -94,6 +95,8 @@ class Camera(Component):
         self.detected = Counter("facepipe_camera_faces_detected_total", "faces detected", registry=reg)
         self.published = Counter("facepipe_camera_faces_published_total", "faces accepted by the edge broker", registry=reg)
         self.dropped = Counter("facepipe_camera_faces_dropped_total", "faces not delivered, by reason", ["reason"], registry=reg)
+        for reason in DROP_REASONS:  # at 0 from the start, so the first drops show in increase()
+            self.dropped.labels(reason)
         self.detect_seconds = Histogram("facepipe_camera_detect_seconds", "detector time per frame", registry=reg, buckets=DETECT_BUCKETS)
         self.frames_read = Counter(
             "facepipe_camera_frames_read_total", "frames read from the source (analysed, skipped or dropped)", registry=reg
