@@ -27,6 +27,8 @@ from typing import Any
 
 import yaml
 
+from tests.support import crds
+
 REPO = Path(__file__).resolve().parents[2]
 ARGOCD = REPO / "argocd"
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
@@ -104,43 +106,6 @@ def by_kind(items: Sequence[Manifest], kind: str) -> list[Manifest]:
 
 # --- CRD schemas as strict JSON schemas -----------------------------------------------------------
 
-# ObjectMeta as far as these manifests may use it; the CRDs leave metadata to the API server, which
-# rejects unknown metadata fields under strict field validation too.
-OBJECT_META = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["name"],
-    "properties": {
-        "name": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$", "maxLength": 253},
-        "namespace": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63},
-        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-        "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
-        "finalizers": {"type": "array", "items": {"type": "string"}},
-    },
-}
-
-
-def strict_schema(node: Any) -> Any:
-    """An OpenAPI v3 (structural CRD) schema as a JSON schema in which unknown fields are errors.
-
-    An object schema gets `additionalProperties: false` unless it is a map (has its own
-    additionalProperties) or keeps unknown fields (x-kubernetes-preserve-unknown-fields); an
-    int-or-string without anyOf gets one; `nullable` allows null."""
-    if isinstance(node, list):
-        return [strict_schema(n) for n in node]
-    if not isinstance(node, dict):
-        return node
-    out = {k: strict_schema(v) for k, v in node.items() if k != "nullable"}
-    if node.get("x-kubernetes-int-or-string") and "anyOf" not in node:
-        out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
-        out.pop("type", None)
-    is_object = node.get("type") == "object" or "properties" in node
-    if is_object and "additionalProperties" not in node and not node.get("x-kubernetes-preserve-unknown-fields"):
-        out["additionalProperties"] = False
-    if node.get("nullable") and "type" in out:
-        out["type"] = [out["type"], "null"]
-    return out
-
 
 @functools.cache
 def crd_schema(kind: str) -> dict[str, Any]:
@@ -148,26 +113,12 @@ def crd_schema(kind: str) -> dict[str, Any]:
     path = CRD_DIR / CRD_FILES[kind]
     if not path.is_file():
         raise FileNotFoundError(f"Argo CD CRD not found: {path} (expected ../shared/schemas/argocd/ next to the repository)")
-    crd = _load_yaml(path)
-    versions = [v for v in crd["spec"]["versions"] if v.get("name") == "v1alpha1" and v.get("served", True)]
-    if not versions:
-        raise LookupError(f"{path}: no served v1alpha1 version")
-    schema = strict_schema(versions[0]["schema"]["openAPIV3Schema"])
-    schema["properties"]["metadata"] = OBJECT_META
-    schema["properties"]["apiVersion"] = {"const": API_VERSION}
-    schema["properties"]["kind"] = {"const": kind}
-    schema["required"] = sorted({*schema.get("required", []), "apiVersion", "kind", "metadata"})
-    return schema
+    return crds.object_schema(_load_yaml(path), "v1alpha1")
 
 
 @functools.cache
 def _validator(kind: str) -> Any:
-    import jsonschema
-
-    schema = crd_schema(kind)
-    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)
-    cls.check_schema(schema)
-    return cls(schema)
+    return crds.validator(crd_schema(kind))
 
 
 def schema_errors(doc: Mapping[str, Any]) -> list[str]:

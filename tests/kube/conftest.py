@@ -12,8 +12,12 @@ from tests.support import helm as h
 
 @pytest.fixture(scope="session")
 def cluster(kube_api) -> live.Cluster:
-    """The session's API server (the `kube_api` fixture) with a `kubernetes` client and discovery."""
-    return live.Cluster(kube_api)
+    """The session's API server (the `kube_api` fixture) with a `kubernetes` client and discovery, and
+    the Prometheus Operator's CRDs (ServiceMonitor, PodMonitor, PrometheusRule), as on a cluster running
+    kube-prometheus-stack: the charts' monitoring objects are created and validated by the server."""
+    cluster = live.Cluster(kube_api)
+    cluster.install_crds(sorted(h.OPERATOR_CRDS.glob("*.yaml")))
+    return cluster
 
 
 def need_helm(helm_binaries: dict[str, h.Helm | None], name: str) -> h.Helm:

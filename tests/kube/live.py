@@ -177,6 +177,34 @@ class Cluster:
             self._dynamic = DynamicClient(self.client)
         return self._dynamic
 
+    def install_crds(self, paths: Iterable[Path], timeout: float = 60.0) -> list[str]:
+        """Apply CRDs server-side (too big for client-side apply's annotation), wait until each is
+        Established and served, forget discovery; return their names."""
+        crds = [yaml.load(path.read_text(), Loader=yaml.CSafeLoader) for path in paths]  # the C loader: 1/10 of the time on 1.4 MB
+        for crd in crds:
+            self.apply(crd)
+        deadline = time.monotonic() + timeout
+        for crd in crds:
+            spec, name = crd["spec"], crd["metadata"]["name"]
+            # Discovery (small) first rather than polling the CRD itself (up to 1.4 MB each GET).
+            for version in (v["name"] for v in spec["versions"] if v.get("served", True)):
+                while True:
+                    status, body = self.api.request("GET", f"/apis/{spec['group']}/{version}")
+                    if status == 200 and spec["names"]["plural"] in {r["name"] for r in body.get("resources", [])}:
+                        break
+                    assert time.monotonic() < deadline, f"{name} {version} not served after {timeout:.0f} s"
+                    time.sleep(0.1)
+            while True:
+                status, body = self.api.request("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
+                conditions = {c["type"]: c["status"] for c in ((body.get("status") or {}).get("conditions") or [] if status == 200 else [])}
+                if conditions.get("Established") == "True":
+                    break
+                assert conditions.get("NamesAccepted") != "False", f"{name}: {body.get('status')}"
+                assert time.monotonic() < deadline, f"{name} not Established: {conditions}"
+                time.sleep(0.2)
+        self.invalidate()
+        return [crd["metadata"]["name"] for crd in crds]
+
     def invalidate(self) -> None:
         """Forget discovery (after CRDs were added)."""
         self._resources = None

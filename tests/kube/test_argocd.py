@@ -9,7 +9,6 @@ server-side with field validation Strict: an unknown field (a typo) is an error,
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -89,31 +88,7 @@ def argocd_crds(cluster: live.Cluster) -> list[str]:
     crds = sorted(CRD_DIR.glob("*-crd.yaml"))
     if not crds:
         pytest.skip(f"no Argo CD CRDs in {CRD_DIR}")
-    names = []
-    for path in crds:
-        doc = yaml.load(path.read_text(), Loader=yaml.CSafeLoader)  # 1.4 MB: the C loader takes 1/10 of the time
-        cluster.apply(doc)
-        names.append(doc["metadata"]["name"])
-    # Wait on discovery (small) rather than polling the CRDs themselves (1.4 MB each GET), then
-    # check each CRD's conditions once.
-    deadline = time.monotonic() + 60
-    while True:
-        status, body = cluster.api.request("GET", f"/apis/{ARGO_GROUP}/v1alpha1")
-        served = {r["name"] for r in body.get("resources", [])} if status == 200 else set()
-        if {n.split(".", 1)[0] for n in names} <= served:
-            break
-        assert time.monotonic() < deadline, f"Argo CD resources not served after 60 s: {served}"
-        time.sleep(0.1)
-    for name in names:
-        while True:
-            status, body = cluster.api.request("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
-            conditions = {c["type"]: c["status"] for c in ((body.get("status") or {}).get("conditions") or [] if status == 200 else [])}
-            if conditions.get("Established") == "True":
-                break
-            assert conditions.get("NamesAccepted") != "False", f"{name}: {body.get('status')}"
-            assert time.monotonic() < deadline, f"{name} not Established: {conditions}"
-            time.sleep(0.2)
-    cluster.invalidate()
+    names = cluster.install_crds(crds)
     cluster.create_namespace(ARGOCD_NAMESPACE)
     return names
 

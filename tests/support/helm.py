@@ -24,6 +24,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from tests.support import crds
+
 # The Kubernetes version the rendered manifests are validated against: current k3s.
 K8S_VERSION = "1.36"
 KUBE_VERSION_FLAG = f"v{K8S_VERSION}.0"  # helm template --kube-version
@@ -422,6 +424,9 @@ SYNC_WAVES: dict[str, dict[str, str]] = {
                 "forwarder-pvc.yaml",
                 "uplink-secret.yaml",
                 "uplink-ca-secret.yaml",
+                "servicemonitor.yaml",
+                "podmonitor.yaml",
+                "prometheusrule.yaml",
             ],
             "0",
         ),
@@ -457,6 +462,10 @@ SYNC_WAVES: dict[str, dict[str, str]] = {
                 "gallery-service.yaml",
                 "gallery-secret.yaml",
                 "gallery-ingress.yaml",
+                "servicemonitor.yaml",
+                "podmonitor.yaml",
+                "prometheusrule.yaml",
+                "grafana-dashboard-configmap.yaml",
             ],
             "0",
         ),
@@ -467,9 +476,22 @@ SYNC_WAVES: dict[str, dict[str, str]] = {
 # --- Kubernetes schema and typed objects --------------------------------------------------------------
 
 
+OPERATOR_CRDS = REPO / "tests" / "schemas" / "prometheus-operator"  # ServiceMonitor, PodMonitor, PrometheusRule
+
+
+def is_operator_object(doc: Mapping[str, Any]) -> bool:
+    """A Prometheus Operator custom resource (no typed client model: checked against its CRD)."""
+    return str(doc.get("apiVersion", "")).startswith("monitoring.coreos.com/")
+
+
 def validate_strict(doc: Mapping[str, Any]) -> str | None:
-    """None when `doc` validates strictly against the Kubernetes K8S_VERSION schema, else the error."""
+    """None when `doc` validates strictly against the Kubernetes K8S_VERSION schema (a Prometheus
+    Operator object: against the Operator's CRDs), else the error."""
     import kubernetes_validate
+
+    if is_operator_object(doc):
+        problems = crds.errors(OPERATOR_CRDS, strip_source(doc))
+        return f"{doc['kind']}/{doc['metadata'].get('name')}: {'; '.join(problems)}" if problems else None
 
     try:
         kubernetes_validate.validate(strip_source(doc), K8S_VERSION, strict=True)

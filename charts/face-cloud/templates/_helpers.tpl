@@ -314,3 +314,38 @@ readinessProbe:
 {{- define "face-cloud.checksum" -}}
 {{- include (print .ctx.Template.BasePath "/" .file) .ctx | sha256sum -}}
 {{- end -}}
+
+{{/* What the ServiceMonitor / PodMonitor select: this release's processor (not the broker, not the helm test pod). */}}
+{{- define "face-cloud.monitorSelector" -}}
+namespaceSelector:
+  matchNames:
+    - {{ .Release.Namespace | quote }}
+selector:
+  matchLabels:
+    {{- include "face-cloud.selectorLabels" (dict "ctx" .) | nindent 4 }}
+  matchExpressions:
+    - key: app.kubernetes.io/component
+      operator: In
+      values: [processor]
+    - key: facepipe/headless
+      operator: DoesNotExist
+{{- end -}}
+
+{{/* The scrape settings of a ServiceMonitor endpoint / PodMonitor podMetricsEndpoint: (a metrics.*Monitor value). */}}
+{{- define "face-cloud.monitorEndpoint" -}}
+path: /metrics
+{{- with .interval }}
+interval: {{ . | quote }}
+{{- end }}
+{{- with .scrapeTimeout }}
+scrapeTimeout: {{ . | quote }}
+{{- end }}
+{{- with .relabelings }}
+relabelings:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .metricRelabelings }}
+metricRelabelings:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}

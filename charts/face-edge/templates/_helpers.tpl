@@ -259,6 +259,8 @@ prometheus.io/path: /metrics
   value: {{ .Values.logLevel | quote }}
 - name: FACEPIPE_LOG_FORMAT
   value: {{ .Values.logFormat | quote }}
+- name: FACEPIPE_STATUS_INTERVAL_SECONDS
+  value: {{ .Values.statusIntervalSeconds | quote }}
 {{- end -}}
 
 {{/* LOCAL_MQTT_* : the edge broker, by its Service name. */}}
@@ -319,4 +321,37 @@ readinessProbe:
 {{/* A checksum of a rendered template, for pod annotations that roll pods on change. */}}
 {{- define "face-edge.checksum" -}}
 {{- include (print .ctx.Template.BasePath "/" .file) .ctx | sha256sum -}}
+{{- end -}}
+
+{{/* What the ServiceMonitor / PodMonitor select: this release's camera, logger, forwarder (not the broker, not the helm test pod). */}}
+{{- define "face-edge.monitorSelector" -}}
+namespaceSelector:
+  matchNames:
+    - {{ .Release.Namespace | quote }}
+selector:
+  matchLabels:
+    {{- include "face-edge.selectorLabels" (dict "ctx" .) | nindent 4 }}
+  matchExpressions:
+    - key: app.kubernetes.io/component
+      operator: In
+      values: [camera, logger, forwarder]
+{{- end -}}
+
+{{/* The scrape settings of a ServiceMonitor endpoint / PodMonitor podMetricsEndpoint: (a metrics.*Monitor value). */}}
+{{- define "face-edge.monitorEndpoint" -}}
+path: /metrics
+{{- with .interval }}
+interval: {{ . | quote }}
+{{- end }}
+{{- with .scrapeTimeout }}
+scrapeTimeout: {{ . | quote }}
+{{- end }}
+{{- with .relabelings }}
+relabelings:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .metricRelabelings }}
+metricRelabelings:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end -}}
