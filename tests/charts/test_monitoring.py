@@ -18,11 +18,11 @@ MONITORING_KINDS = ("ServiceMonitor", "PodMonitor", "PrometheusRule")
 ALL_ON = {
     "face-edge": (*h.DEFAULT_SETS["face-edge"], "metrics.serviceMonitor.enabled=true", "metrics.podMonitor.enabled=true",
                   "metrics.prometheusRule.enabled=true", "metrics.serviceMonitor.interval=15s", "metrics.podMonitor.scrapeTimeout=5s"),
-    "face-cloud": ("metrics.serviceMonitor.enabled=true", "metrics.podMonitor.enabled=true", "metrics.prometheusRule.enabled=true",
+    "face-cloud": ("gallery.enabled=true", "gallery.auth.existingSecret=gallery-users", "metrics.serviceMonitor.enabled=true", "metrics.podMonitor.enabled=true", "metrics.prometheusRule.enabled=true",
                    "metrics.grafanaDashboard.enabled=true", "metrics.grafanaDashboard.namespace=monitoring",
                    "metrics.grafanaDashboard.folder=Fleet", "metrics.serviceMonitor.labels.release=kps"),
 }  # fmt: skip
-METRIC_COMPONENTS = {"face-edge": {"camera", "logger", "forwarder"}, "face-cloud": {"processor"}}
+METRIC_COMPONENTS = {"face-edge": {"camera", "logger", "forwarder"}, "face-cloud": {"processor", "gallery"}}
 DASHBOARD = h.chart_dir("face-cloud") / "files" / "grafana-dashboard.json"
 
 

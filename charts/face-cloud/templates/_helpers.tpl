@@ -315,7 +315,7 @@ readinessProbe:
 {{- include (print .ctx.Template.BasePath "/" .file) .ctx | sha256sum -}}
 {{- end -}}
 
-{{/* What the ServiceMonitor / PodMonitor select: this release's processor (not the broker, not the helm test pod). */}}
+{{/* What the ServiceMonitor / PodMonitor select: this release's processors and gallery (not the broker, not the helm test pod). */}}
 {{- define "face-cloud.monitorSelector" -}}
 namespaceSelector:
   matchNames:
@@ -326,7 +326,7 @@ selector:
   matchExpressions:
     - key: app.kubernetes.io/component
       operator: In
-      values: [processor]
+      values: [processor, gallery]
     - key: facepipe/headless
       operator: DoesNotExist
 {{- end -}}
