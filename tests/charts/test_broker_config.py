@@ -29,8 +29,17 @@ pytestmark = pytest.mark.skipif(
 )
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+def dynamic_security_plugin() -> str:
+    """This machine's mosquitto_dynamic_security.so (Debian keeps it under the architecture's lib folder)."""
+    found = sorted(Path("/usr/lib").glob("**/mosquitto_dynamic_security.so"))
+    if not found:
+        pytest.skip("mosquitto_dynamic_security.so not found (Debian's mosquitto package ships it)")
+    return str(found[0])
 TOPIC = "cam_bin_remote"
 DEVICES = {"dev-a": "password-of-dev-a", "dev-b": "password-of-dev-b"}
+NOT_AUTHORIZED = 0x87
 
 
 class Broker:
@@ -55,6 +64,7 @@ class Broker:
         self._mount_secrets()
         self._run_init()
         text = self._paths(conf["mosquitto.conf"])
+        text = re.sub(r"^plugin /\S+$", f"plugin {dynamic_security_plugin()}", text, flags=re.MULTILINE)
         for inside, outside in self.ports.items():
             text = re.sub(rf"^listener {inside}$", f"listener {outside} 127.0.0.1", text, flags=re.MULTILINE)
         if os.geteuid() == 0:
@@ -179,6 +189,73 @@ def test_cloud_broker_enforces_users_acls_and_tls(helm_any: h.Helm, tmp_path: Pa
     # Hashed, never plain text, in the broker's password file.
     assert passwd.count("\n") == len(users)
     assert all(pw not in passwd for pw in users.values())
+
+
+def chart_broker_docs(helm: h.Helm, *extra: str) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The cloud chart rendered with DEVICES (TLS for localhost), and every user's password."""
+    sets = ["broker.tls.hosts[0]=localhost", "broker.tls.hosts[1]=127.0.0.1", *extra]
+    for i, (name, password) in enumerate(DEVICES.items()):
+        sets += [f"broker.auth.devices[{i}].name={name}", f"broker.auth.devices[{i}].password={password}"]
+    docs = helm.template("face-cloud", sets=sets)
+    secret = next(d for d in h.by_kind(docs, "Secret") if d["metadata"]["name"].endswith("-broker-users"))
+    return docs, {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+
+
+def test_a_device_can_neither_join_the_processors_group_nor_read(helm_any: h.Helm, tmp_path: Path) -> None:
+    """The review's attack on the chart's broker: dev-a's credentials subscribing to the processors' shared group,
+    to `#`, to dev-b's subtree and to every device, from a live connection and from three persistent sessions left
+    disconnected. Every subscription is refused, the attacker receives nothing, and every one of dev-b's faces
+    reaches the processors (before the fix: half of them, or a quarter with the persistent sessions)."""
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    from tests.support.mqtt import TestClient, wait_until
+
+    docs, users = chart_broker_docs(helm_any)
+    group = h.effective_values("face-cloud", "default")["processor"]["shareGroup"]
+    attacks = [f"$share/{group}/{TOPIC}/#", "#", f"{TOPIC}/dev-b", f"{TOPIC}/dev-b/#", f"{TOPIC}/#", f"$share/{group}/#", "$SYS/#"]
+    with Broker(docs, tmp_path) as broker:
+        plain = broker.port(1883)
+        processors = [
+            TestClient("127.0.0.1", plain, f"processor-{i}", session_expiry=3600, username="processor", password=users["processor"])
+            for i in range(2)
+        ]
+        for processor in processors:
+            (code,) = processor.try_subscribe(f"$share/{group}/{TOPIC}/#")
+            assert not code.is_failure, code
+        refused: list[ReasonCode] = []
+        for i in range(3):  # persistent sessions, then gone
+            attacker = TestClient("127.0.0.1", plain, f"dev-a-{i}", session_expiry=3600, username="dev-a", password=DEVICES["dev-a"])
+            refused += attacker.try_subscribe(*attacks)
+            attacker.close()
+        live = TestClient("127.0.0.1", plain, "dev-a-live", username="dev-a", password=DEVICES["dev-a"])
+        refused += live.try_subscribe(*attacks)
+        assert [code.value for code in refused] == [NOT_AUTHORIZED] * len(refused), refused
+        dev_b = TestClient("127.0.0.1", plain, "dev-b", username="dev-b", password=DEVICES["dev-b"])
+        for seq in range(20):
+            dev_b.publish(f"{TOPIC}/dev-b", f"face-{seq}".encode())
+        wait_until(lambda: sum(len(p.messages) for p in processors) >= 20, what="dev-b's faces at the processors")
+        time.sleep(0.5)
+        received = sorted(m.payload.decode() for p in processors for m in p.messages)
+        assert received == sorted(f"face-{seq}" for seq in range(20)), "every face reached the processors, once"
+        assert live.messages == []
+        for i in range(3):  # the persistent sessions come back: nothing was queued for them
+            attacker = TestClient("127.0.0.1", plain, f"dev-a-{i}", session_expiry=3600, username="dev-a", password=DEVICES["dev-a"])
+            time.sleep(0.5)
+            assert attacker.messages == []
+            attacker.close()
+        for client in (live, dev_b, *processors):
+            client.close()
+
+
+def test_a_user_that_is_no_device_id_stops_the_broker(helm_any: h.Helm) -> None:
+    """With existingSecret or passwordFileSecret the chart never sees the user names: the init container checks
+    them. A wildcard, a level separator or the reserved `unknown` would give a role over topics no device owns."""
+    docs, _users = chart_broker_docs(helm_any)
+    for bad in ("unknown", "edge+1", "#", "a/b", "-leading", "x" * 64):
+        with pytest.raises(subprocess.CalledProcessError) as info:
+            h.broker_access(docs, ["processor", bad])
+        assert f"broker user '{bad}' is not a usable device id" in info.value.stderr.decode()
+    assert h.grants(h.broker_access(docs, ["processor", "edge.1_a-b"]), "edge.1_a-b")
 
 
 def test_edge_broker_with_password(helm_any: h.Helm, tmp_path: Path) -> None:

@@ -31,8 +31,8 @@ def gallery_env(docs: list[dict[str, Any]]) -> dict[str, str]:
 def test_the_gallery_is_off_by_default(helm: h.Helm) -> None:
     docs = render(helm)
     assert not [d for d in docs if d["metadata"].get("labels", {}).get("app.kubernetes.io/component") in ("gallery", "gallery-test")]
-    acl = h.find(docs, "ConfigMap", "broker")["data"]["acl"]
-    assert "gallery" not in acl
+    access = h.broker_access(docs, ["gallery"])
+    assert h.grants(access, "gallery") == {("publishClientSend", "cam_bin_remote/gallery"), ("publishClientSend", "cam_bin_remote/gallery/status/+")}
 
 
 def test_the_gallery_reads_the_store_and_subscribes_read_only(helm: h.Helm) -> None:
@@ -43,8 +43,8 @@ def test_the_gallery_reads_the_store_and_subscribes_read_only(helm: h.Helm) -> N
     assert "FACEPIPE_SHARE_GROUP" not in env, "a plain subscription: every replica sees every face"
     (container,) = h.containers(h.find(docs, "Deployment", "gallery"))
     assert h.env_item(container, "AWS_ACCESS_KEY_ID")["valueFrom"]["secretKeyRef"]["name"] == "s3-keys"
-    acl = h.find(docs, "ConfigMap", "broker")["data"]["acl"]
-    assert "user gallery\ntopic read cam_bin_remote/#" in acl
+    access = h.broker_access(docs, ["processor", "gallery"])
+    assert h.grants(access, "gallery") == {("subscribeLiteral", "cam_bin_remote/#"), ("publishClientReceive", "cam_bin_remote/#")}
     users = next(d for d in h.by_kind(docs, "Secret") if d["metadata"]["name"].endswith("-broker-users"))
     assert "gallery" in users["data"]
     own = render(helm, *USERS, "processor.store.type=s3", "processor.store.s3.bucket=faces", "gallery.store.s3.credentials.existingSecret=read-only")

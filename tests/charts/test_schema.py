@@ -174,6 +174,7 @@ CONTRADICTIONS = [
     ("face-cloud", ("processor.store.type=s3",), "processor.store.s3.bucket"),
     ("face-cloud", ("broker.tls.enabled=false",), "broker.service.exposePlain"),
     ("face-cloud", ("broker.auth.devices[0].name=processor", "broker.auth.devices[0].password=long-enough-1"), "processor, probe or gallery user"),
+    ("face-cloud", ("broker.auth.devices[0].name=unknown", "broker.auth.devices[0].password=long-enough-1"), "reserved"),
     ("face-cloud", ("processor.store.s3.kmsKeyId=k", "processor.store.s3.sse=none"), "sse=aws:kms"),
     ("face-edge", (r"commonAnnotations.argocd\.argoproj\.io/sync-wave=late",), "commonAnnotations sets argocd.argoproj.io/sync-wave"),
     ("face-cloud", (r"commonAnnotations.argocd\.argoproj\.io/sync-wave=late",), "argocd.syncWaves.enabled=false"),

@@ -339,9 +339,7 @@ def test_cloud_broker_config(helm: h.Helm, render_cache: h.RenderCache, profile:
     values = h.effective_values("face-cloud", profile)
     b = values["broker"]
     docs = render_cache.get(helm, "face-cloud", profile)
-    cm = h.find(docs, "ConfigMap", "broker")
-    conf = cm["data"]["mosquitto.conf"]
-    acl = cm["data"]["acl"]
+    conf = h.find(docs, "ConfigMap", "broker")["data"]["mosquitto.conf"]
     lines = {line.strip() for line in conf.splitlines()}
     assert f"allow_anonymous {str(b['auth']['allowAnonymous']).lower()}" in lines
     assert "persistence true" in lines
@@ -349,14 +347,17 @@ def test_cloud_broker_config(helm: h.Helm, render_cache: h.RenderCache, profile:
     assert (f"listener {b['ports']['mqtts']}" in lines) == b["tls"]["enabled"]
     assert f"max_queued_messages {b['maxQueuedMessages']}" in lines
     assert int(re.search(r"^max_packet_size (\d+)$", conf, re.MULTILINE).group(1)) > 2 * 1024 * 1024
-    # The processors read everything, write nothing; everyone else writes only under its own name.
-    user = b["auth"]["processor"]["username"]
-    assert f"user {user}\ntopic read {values['topic']}/#" in acl
-    assert [line.split()[-1] for line in acl.splitlines() if line.startswith("pattern write ")] == list(
-        contract.device_topics(values["topic"], "%u")
-    )
-    assert "topic write" not in acl and "topic readwrite" not in acl
-    assert not re.search(r"^topic ", acl.split("\nuser ")[0], re.MULTILINE), "no rule for anonymous clients"
+    # Access control by the dynamic-security plugin (acl_file does not check subscriptions).
+    assert f"plugin {b['dynamicSecurityPlugin']}" in lines and not any(line.startswith("acl_file") for line in lines)
+    # The processors subscribe (in their group) and read everything, write nothing; a device writes only its own topics.
+    topic, user, group = values["topic"], b["auth"]["processor"]["username"], values["processor"]["shareGroup"]
+    access = h.broker_access(docs, [user, "dev-x"])
+    assert access["defaultACLAccess"] == {"publishClientSend": False, "publishClientReceive": False, "subscribe": False, "unsubscribe": True}
+    shared = {("subscribeLiteral", f"$share/{group}/{topic}/#")} if group else set()
+    assert h.grants(access, user) == {
+        ("subscribeLiteral", f"{topic}/#"), ("subscribeLiteral", f"{topic}/+/status/+"), ("publishClientReceive", f"{topic}/#"), *shared,
+    }  # fmt: skip
+    assert h.grants(access, "dev-x") == {("publishClientSend", t) for t in contract.device_topics(topic, "dev-x")}
 
 
 @pytest.mark.parametrize("profile", CLOUD)

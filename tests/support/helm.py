@@ -329,6 +329,29 @@ _QUANTITY_FACTORS = {
 SPOOL_SEGMENT_BYTES = 8 * 1024 * 1024
 
 
+def broker_access(docs: Iterable[Mapping[str, Any]], users: Sequence[str]) -> dict[str, Any]:
+    """The dynamic-security configuration the cloud broker's init container writes for `users` (a password
+    file naming them is given to its rendered access-control.sh, run by the shell)."""
+    import json
+    import subprocess
+    import tempfile
+
+    script = find(docs, "ConfigMap", "broker")["data"]["access-control.sh"]
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "passwd").write_text("".join(f"{user}:$7$hash\n" for user in users))
+        (root / "access-control.sh").write_text(script)
+        subprocess.run(["sh", str(root / "access-control.sh"), str(root / "passwd"), str(root / "out.json")], check=True, capture_output=True)
+        return dict(json.loads((root / "out.json").read_text()))
+
+
+def grants(access: Mapping[str, Any], user: str) -> set[tuple[str, str]]:
+    """(ACL type, topic) of everything `user`'s roles allow in a dynamic-security configuration."""
+    (client,) = [c for c in access["clients"] if c["username"] == user]
+    names = {r["rolename"] for r in client["roles"]}
+    return {(a["acltype"], a["topic"]) for r in access["roles"] if r["rolename"] in names for a in r["acls"] if a["allow"]}
+
+
 def quantity_bytes(quantity: str | int | float) -> int:
     """A Kubernetes quantity ("2Gi", "500M", "1.5e9") in whole bytes."""
     m = _QUANTITY.match(str(quantity))

@@ -7,7 +7,9 @@ import time
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 
 class TestClient:
@@ -15,7 +17,8 @@ class TestClient:
 
     __test__ = False  # not a pytest class
 
-    def __init__(self, host: str, port: int, client_id: str = "", **auth: Any) -> None:
+    def __init__(self, host: str, port: int, client_id: str = "", session_expiry: int = 0, **auth: Any) -> None:
+        """`session_expiry` > 0: a persistent session (clean start off) the broker keeps that long after a disconnect."""
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
         if auth.get("username"):
             self.client.username_pw_set(auth["username"], auth.get("password"))
@@ -24,7 +27,11 @@ class TestClient:
         self.messages: list[mqtt.MQTTMessage] = []
         self.received = threading.Condition()
         self.client.on_message = self._on_message
-        self.client.connect(host, port)
+        properties = None
+        if session_expiry:
+            properties = Properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = session_expiry
+        self.client.connect(host, port, clean_start=not session_expiry, properties=properties)
         self.client.loop_start()
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
@@ -33,11 +40,23 @@ class TestClient:
             self.received.notify_all()
 
     def subscribe(self, topic: str, qos: int = 1) -> TestClient:
-        done = threading.Event()
-        self.client.on_subscribe = lambda *_a: done.set()
-        self.client.subscribe(topic, qos)
-        assert done.wait(10), f"no SUBACK for {topic}"
+        """Subscribe and wait for the SUBACK (granted or not: `try_subscribe` tells)."""
+        self.try_subscribe(topic, qos=qos)
         return self
+
+    def try_subscribe(self, *topics: str, qos: int = 1) -> list[ReasonCode]:
+        """Subscribe to each topic filter and return the broker's reason code for each (refusals included)."""
+        done = threading.Event()
+        granted: list[ReasonCode] = []
+
+        def on_subscribe(_c: mqtt.Client, _u: Any, _mid: int, codes: list[ReasonCode], _p: Any) -> None:
+            granted.extend(codes)
+            done.set()
+
+        self.client.on_subscribe = on_subscribe
+        self.client.subscribe([(topic, qos) for topic in topics])
+        assert done.wait(10), f"no SUBACK for {topics}"
+        return granted
 
     def publish(self, topic: str, payload: bytes, props: Properties | None = None, qos: int = 1) -> None:
         info = self.client.publish(topic, payload, qos=qos, properties=props)

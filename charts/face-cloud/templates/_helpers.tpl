@@ -232,10 +232,10 @@ cluster (helm upgrade), else a new random one. (dict "ctx" $ "user" "processor" 
 {{- if and .Values.broker.auth.existingSecret .Values.broker.auth.devices -}}
 {{- fail "\n\nface-cloud: broker.auth.devices is ignored with broker.auth.existingSecret: put the devices' passwords into that Secret instead.\n" -}}
 {{- end -}}
-{{- $reserved := list .Values.broker.auth.processor.username .Values.broker.auth.probe.username .Values.gallery.broker.username -}}
+{{- $reserved := list .Values.broker.auth.processor.username .Values.broker.auth.probe.username .Values.gallery.broker.username "unknown" -}}
 {{- range .Values.broker.auth.devices -}}
 {{- if has .name $reserved -}}
-{{- fail (printf "\n\nface-cloud: device %q uses the name of the processor, probe or gallery user; pick another device id.\n" .name) -}}
+{{- fail (printf "\n\nface-cloud: device %q uses the name of the processor, probe or gallery user, or the reserved \"unknown\"; pick another device id.\n" .name) -}}
 {{- end -}}
 {{- end -}}
 {{- if and .Values.broker.tls.requireClientCertificate (not .Values.broker.tls.enabled) -}}
