@@ -6,7 +6,8 @@ scraping each every second and evaluating the shipped rules every second, their 
 to 2 s. The conditions are made for real and the alerts are read back from Prometheus's API:
 the cloud broker stopped (the spool grows, the uplink alerts fire, then clear when it is back),
 the camera killed (its last will makes the device-offline alert fire; it clears when the camera
-is back), garbage on the cloud topic (the rejection alert fires). Then every panel query of the
+is back), garbage on the cloud topic (the rejection alert fires), and the cloud broker's
+certificate (two days left, from facepipe.pki) makes the certificate alert fire. Then every panel query of the
 shipped Grafana dashboard must return data from that Prometheus.
 
 Deadlines are generous and nothing is asserted about how long anything takes.
@@ -196,6 +197,13 @@ def test_the_device_offline_alert_fires_from_the_cameras_last_will(monitored: Mo
 
 def test_the_rejection_alert_fires_on_garbage(monitored: Monitored) -> None:
     monitored.once("garbage", monitored.garbage)
+
+
+def test_the_certificate_alert_fires_for_the_cloud_brokers_two_day_certificate(monitored: Monitored) -> None:
+    """facepipe.pki issues certificates valid for two days: well within the alert's 14."""
+    monitored.wait_alert("FacepipeUplinkCertificateExpiring", device=DEVICE, severity="warning")
+    days = monitored.value(f'max(facepipe_mqtt_server_cert_expiry_timestamp_seconds{{broker="cloud"}}) - time()') / 86400
+    assert 1 < days <= 2
 
 
 def dashboard_queries() -> list[tuple[str, str]]:
