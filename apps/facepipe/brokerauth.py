@@ -40,11 +40,13 @@ def write_password_file(path: Path, users: dict[str, str]) -> Path:
     return path
 
 
-def acl_text(devices: list[str], processor_user: str, base: str = contract.DEFAULT_REMOTE_TOPIC) -> str:
-    lines = ["# facepipe cloud broker: devices publish only their own topics; the processor only reads."]
+def acl_text(devices: list[str], processor_user: str, base: str = contract.DEFAULT_REMOTE_TOPIC, readers: tuple[str, ...] = ()) -> str:
+    """Devices publish only their own topics; the processor, and each of `readers` (the gallery), only read."""
+    lines = ["# facepipe cloud broker: devices publish only their own topics; the processor and the gallery only read."]
     for device in devices:
         lines += ["", f"user {device}", *(f"topic write {topic}" for topic in contract.device_topics(base, device))]
-    lines += ["", f"user {processor_user}", f"topic read {base}/#"]
+    for reader in (processor_user, *readers):
+        lines += ["", f"user {reader}", f"topic read {base}/#"]
     return "\n".join(lines) + "\n"
 
 
@@ -55,14 +57,14 @@ class CloudAuth:
     devices: dict[str, str]
     processor: tuple[str, str] = ("processor", "processor-secret")
     base: str = contract.DEFAULT_REMOTE_TOPIC
+    readers: dict[str, str] = field(default_factory=dict)  # users that may only read, like the processor: the gallery
     password_file: Path = field(init=False)
     acl_file: Path = field(init=False)
 
     def write(self, workdir: Path) -> CloudAuth:
         workdir.mkdir(parents=True, exist_ok=True)
-        users = dict(self.devices)
-        users[self.processor[0]] = self.processor[1]
+        users = {**self.devices, self.processor[0]: self.processor[1], **self.readers}
         self.password_file = write_password_file(workdir / "passwords", users)
         self.acl_file = workdir / "acl"
-        self.acl_file.write_text(acl_text(list(self.devices), self.processor[0], self.base))
+        self.acl_file.write_text(acl_text(list(self.devices), self.processor[0], self.base, tuple(self.readers)))
         return self

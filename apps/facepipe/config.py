@@ -470,6 +470,10 @@ class RunSettings:
     drain_timeout: float = setting(
         60.0, "FACEPIPE_DRAIN_TIMEOUT", "seconds without progress before run stops waiting for faces to be stored", check=positive
     )
+    gallery: bool = setting(
+        True, "FACEPIPE_RUN_GALLERY", "serve the gallery on 127.0.0.1 while the pipeline runs (address, user and password are printed)"
+    )
+    gallery_port: int = setting(0, "FACEPIPE_RUN_GALLERY_PORT", "port of that gallery (0: a free one)", check=http_port)
 
 
 # --- the machinery -----------------------------------------------------------------------------

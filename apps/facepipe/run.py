@@ -4,7 +4,9 @@ It starts two Mosquitto brokers on free loopback ports (unless told to use exist
 then processor, forwarder and logger, waits until they are ready, starts the camera, and
 when the camera has published everything, waits until the processor has stored it. Every
 component runs as its own `facepipe <component>` process with the environment a chart would
-give it. The last line on stdout is a JSON summary.
+give it. Beside them the gallery serves the store on 127.0.0.1 (address, user and a password new
+each run printed on stderr and kept in <run dir>/gallery-login.json). The last line on stdout is
+a JSON summary.
 """
 
 from __future__ import annotations
@@ -26,19 +28,23 @@ from facepipe import config
 from facepipe.brokerauth import CloudAuth, mosquitto_passwd_available
 from facepipe.brokers import BrokerSecurity, MosquittoBroker
 from facepipe.config import RunSettings
+from facepipe.gallery.auth import hash_password
 from facepipe.observe import scrape
 from facepipe.pki import LocalPKI, openssl_available
 from facepipe.processes import ChildProcess, free_port
 
 PROGRESS_SECONDS = 2.0
+GALLERY_BROKER_USER = "gallery"
+GALLERY_USER = "admin"
 
 
 @dataclass(frozen=True)
 class Uplink:
-    """How the forwarder and the processor reach the cloud broker (their own credentials each)."""
+    """How the forwarder, the processor and the gallery reach the cloud broker (their own credentials each)."""
 
     forwarder: config.BrokerSettings
     processor: config.BrokerSettings
+    gallery: config.BrokerSettings
 
 
 def start_cloud_broker(settings: RunSettings, workdir: Path) -> tuple[MosquittoBroker, Uplink]:
@@ -46,14 +52,17 @@ def start_cloud_broker(settings: RunSettings, workdir: Path) -> tuple[MosquittoB
     if not settings.secure_uplink:
         broker = MosquittoBroker(workdir / "cloud-broker", name="cloud-broker", binary=settings.mosquitto).start()
         remote = replace(settings.remote, host=broker.host, port=broker.port, username="", password="", tls=False)
-        return broker, Uplink(remote, remote)
+        return broker, Uplink(remote, remote, remote)
     for missing in (openssl_available(), mosquitto_passwd_available()):
         if missing:
             raise FileNotFoundError(f"--secure-uplink needs it: {missing}")
     pki = LocalPKI(workdir / "pki")
     server = pki.server()
     device = settings.camera.common.device_id
-    auth = CloudAuth({device: secrets.token_urlsafe(18)}, ("processor", secrets.token_urlsafe(18)), settings.remote.topic)
+    auth = CloudAuth(
+        {device: secrets.token_urlsafe(18)}, ("processor", secrets.token_urlsafe(18)), settings.remote.topic,
+        readers={GALLERY_BROKER_USER: secrets.token_urlsafe(18)},
+    )  # fmt: skip
     auth.write(workdir / "auth")
     security = BrokerSecurity(
         password_file=auth.password_file, acl_file=auth.acl_file, tls_port=free_port(),
@@ -65,6 +74,7 @@ def start_cloud_broker(settings: RunSettings, workdir: Path) -> tuple[MosquittoB
     return broker, Uplink(
         forwarder=replace(tls, username=device, password=auth.devices[device]),
         processor=replace(tls, username=auth.processor[0], password=auth.processor[1]),
+        gallery=replace(tls, username=GALLERY_BROKER_USER, password=auth.readers[GALLERY_BROKER_USER]),
     )
 
 
@@ -126,6 +136,35 @@ class ComponentProcess:
 
     def kill(self) -> None:
         self.process.kill()
+
+
+@dataclass(frozen=True)
+class GalleryLogin:
+    """Where run's gallery is and how to get in; also written to <run dir>/gallery-login.json."""
+
+    url: str
+    user: str
+    password: str
+    users_file: str
+    port: int
+
+
+def start_gallery(settings: RunSettings, workdir: Path, broker: config.BrokerSettings) -> tuple[ComponentProcess, GalleryLogin]:
+    """The gallery over run's store on 127.0.0.1, with live updates and one admin whose password is new each run."""
+    password = secrets.token_urlsafe(12)
+    users = workdir / "gallery-users"
+    users.write_text(f"{GALLERY_USER}:admin:{hash_password(password)}\n")
+    users.chmod(0o600)
+    port = settings.gallery_port or free_port()
+    gallery = config.GallerySettings(
+        common=replace(settings.camera.common, device_id="cloud"), storage=settings.storage, broker=broker,
+        host="127.0.0.1", port=port, users_file=str(users), secure_cookies=False, session_secret=secrets.token_urlsafe(32),
+    )  # fmt: skip
+    login = GalleryLogin(f"http://127.0.0.1:{port}/", GALLERY_USER, password, str(users), port)
+    path = workdir / "gallery-login.json"
+    path.write_text(json.dumps(vars(login)) + "\n")
+    path.chmod(0o600)
+    return ComponentProcess("gallery", gallery, workdir).start(), login
 
 
 class Pipeline:
@@ -202,6 +241,8 @@ def run_pipeline(settings: RunSettings, log: logging.Logger) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     brokers: list[MosquittoBroker] = []
     pipeline: Pipeline | None = None
+    gallery: ComponentProcess | None = None
+    login: GalleryLogin | None = None
     started = time.monotonic()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -211,7 +252,7 @@ def run_pipeline(settings: RunSettings, log: logging.Logger) -> int:
     try:
         if settings.external_brokers:
             local = (settings.camera.broker.host, settings.camera.broker.port)
-            uplink = Uplink(settings.remote, settings.remote)
+            uplink = Uplink(settings.remote, settings.remote, settings.remote)
         else:
             edge_broker = MosquittoBroker(workdir / "edge-broker", name="edge-broker", binary=settings.mosquitto).start()
             brokers.append(edge_broker)
@@ -222,8 +263,14 @@ def run_pipeline(settings: RunSettings, log: logging.Logger) -> int:
         pipeline = Pipeline(settings, workdir, local, uplink)
         for name in ("processor", "forwarder", "logger"):
             pipeline[name].start()
+        if settings.gallery:
+            gallery, login = start_gallery(settings, workdir, uplink.gallery)
         for name in ("processor", "forwarder", "logger"):
             pipeline[name].wait_ready()
+        if gallery is not None and login is not None:
+            gallery.wait_ready()
+            # A line for the person at the terminal (not the log: it holds a password); also in gallery-login.json.
+            print(f"gallery: {login.url}  user {login.user}  password {login.password}", file=sys.stderr, flush=True)
         camera = pipeline["camera"].start().process
         progress = Progress(pipeline, log)
         last_report = time.monotonic()
@@ -242,11 +289,14 @@ def run_pipeline(settings: RunSettings, log: logging.Logger) -> int:
         progress.report()
         pipeline.stop()
         result = _result(settings, pipeline, camera_summary, time.monotonic() - started, workdir)
+        result["gallery"] = login.url if login is not None else None
         print(json.dumps(result), flush=True)
         return 0 if result["lost"] == 0 else 1
     finally:
         if pipeline is not None:
             pipeline.stop()
+        if gallery is not None:
+            gallery.stop()
         for broker in brokers:
             broker.stop()
 

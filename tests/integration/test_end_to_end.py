@@ -1,6 +1,7 @@
 """End to end: a video with known faces goes in through two real Mosquitto brokers and the four
 components; exactly the expected PNG objects come out, with the design's keys and metadata."""
 
+import base64
 import json
 import os
 import subprocess
@@ -15,7 +16,10 @@ from facepipe import contract
 from facepipe.camera.detect import create_detector
 from facepipe.config import DetectorSettings
 from facepipe.contract import FaceMeta
+from facepipe.processes import ChildProcess, port_open
+from tests.support.gallery import GalleryClient
 from tests.support.loadgen import s3_keys
+from tests.support.mqtt import wait_until
 from tests.support.rgw import RadosGateway
 
 
@@ -122,3 +126,26 @@ def test_secure_uplink_run(tmp_path: Path, shared_data: Path, model_dir: Path) -
             json.loads(line) for line in (tmp_path / "run" / f"{component}.log").read_text().splitlines() if '"mqtt.connected"' in line
         ]
         assert any(event["address"].startswith("mqtts://") for event in connected if event["broker"] == "cloud")
+
+
+def test_run_serves_the_gallery_on_a_printed_loopback_url(tmp_path: Path, shared_data: Path, model_dir: Path) -> None:
+    """`facepipe run` (secure uplink: the gallery reads with a broker user of its own) serves the gallery while it runs:
+    the printed address and password get in, and the faces being stored are listed; it stops with the run."""
+    run_dir = tmp_path / "run"
+    argv = [sys.executable, "-m", "facepipe", "run", "--source", str(shared_data / "images" / "skimage"), "--loop", "true"]
+    argv += ["--store", f"file://{tmp_path / 'faces'}", "--model-dir", str(model_dir), "--run-dir", str(run_dir)]
+    argv += ["--device-id", "edge-gallery", "--secure-uplink", "true", "--log-format", "text"]
+    with ChildProcess("run", argv, tmp_path / "run.log") as run:
+        wait_until(lambda: "gallery: http://127.0.0.1:" in run.log_tail(200) or not run.running(), timeout=120, what="the gallery line")
+        line = next(x for x in run.log_tail(200).splitlines() if x.startswith("gallery: "))
+        url, user, password = line.split()[1], line.split()[3], line.split()[5]
+        assert json.loads((run_dir / "gallery-login.json").read_text())["password"] == password
+        client = GalleryClient(url.rstrip("/"))
+        client.opener.addheaders = [("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())]
+        assert client.get("/api/session")["role"] == "admin"
+        wait_until(lambda: client.get("/api/status")["live"] is True, what="the gallery's read-only broker user connected")
+        wait_until(lambda: any(d["device"] == "edge-gallery" and d["newest"] for d in client.get("/api/devices")["devices"]), what="faces listed")
+        faces = client.get("/api/faces?device=edge-gallery&limit=5")["faces"]
+        assert faces and client.request("GET", faces[0]["image"])[0] == 200
+    port = int(url.rsplit(":", 1)[1].strip("/"))
+    assert not port_open("127.0.0.1", port), "the gallery stopped with the run"
