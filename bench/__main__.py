@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psutil
 
-from bench import bridge, dedup, detector, pipeline
+from bench import bridge, dedup, detector, gallery, pipeline
 from bench.report import Report, Row, machine, versions
 from bench.support import Context, find_model_dir
 
@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
     "pipeline": pipeline.run,
     "bridge": bridge.run,
     "dedup": dedup.run,
+    "gallery": gallery.run,
 }
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "RESULTS.md"
 # The hand-written reading of the figures (what limits each missed target), appended to the results.

@@ -246,6 +246,7 @@ def test_an_admin_deletes_a_face_and_a_day_and_they_are_gone_from_s3(context: An
 def test_a_viewer_sees_no_delete_button_and_the_api_refuses(context: Any, stack: Stack) -> None:
     page = logged_in(context, stack, "viewer", "/devices/edge-quiet")
     page.wait_for_selector("[data-testid=face]")
+    assert page.locator("[data-testid^=erase]").count() == 0, "no erase button of any kind"
     face = face_ids(page)[0]
     page.goto(f"{stack.url}/faces/{face}")
     page.wait_for_selector("[data-testid=metadata]")

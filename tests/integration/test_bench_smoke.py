@@ -10,6 +10,7 @@ import pytest
 
 from bench.report import parse_markdown_table
 from facepipe.brokers import find_mosquitto
+from tests.support.rgw import rgw_available
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "bench" / "RESULTS.md"
@@ -45,3 +46,15 @@ def test_quick_detector_bench_writes_a_report_that_parses(tmp_path: Path, shared
     assert "detector" in done.stdout and "ms/frame" in done.stdout  # the printed table
     # The committed results stay as the last full run left them.
     assert (RESULTS.stat().st_mtime_ns if RESULTS.exists() else None) == before
+
+
+def test_quick_gallery_bench_reports_latencies_and_rss(tmp_path: Path) -> None:
+    output = tmp_path / "RESULTS.md"
+    argv = [sys.executable, "-m", "bench", "--quick", "--only", "gallery", "--no-profile", "--output", str(output), "--workdir", str(tmp_path / "w")]
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    measures = {row["Measure"]: row["Value"] for row in parse_markdown_table(output.read_text())}
+    for store in ("directory", "RGW") if rgw_available() is None else ("directory",):
+        assert re.fullmatch(r"p50 \d+ ms, p95 \d+ ms", measures[f"newest page (60) of a device with 5,000 faces, {store}"])
+        assert re.fullmatch(r"p50 \d+ ms, p95 \d+ ms", measures[f"a page (60) from the middle of that day (cursor), {store}"])
+        assert re.fullmatch(r"\d+ MB serving pages, \d+ MB after thumbnails", measures[f"gallery RSS, {store}"])

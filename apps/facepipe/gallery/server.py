@@ -282,7 +282,7 @@ def _cross_site(headers: dict[str, str]) -> bool:
     if headers.get("sec-fetch-site", "") == "cross-site":
         return True
     origin = headers.get("origin", "")
-    return bool(origin) and origin != "null" and urlsplit(origin).netloc != headers.get("host", "")
+    return bool(origin) and (origin == "null" or urlsplit(origin).netloc != headers.get("host", ""))
 
 
 class GalleryHandler(BaseHTTPRequestHandler):

@@ -174,6 +174,39 @@ function toLocalInput(iso) {
   return new Date(moment.getTime() - moment.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
 }
 
+// The admin's erase button for what the device page shows: a day, a time range, or (no filter) every face of the device.
+function eraseButton(device, filters, onErased) {
+  const camera = filters.camera ? ` from ${filters.camera}` : "";
+  let what = "every face of this device";
+  let testid = "erase-all";
+  const query = new URLSearchParams();
+  if (filters.day) {
+    what = `all faces of ${filters.day}`;
+    testid = "erase-day";
+    query.set("day", filters.day);
+  } else if (filters.since || filters.until) {
+    what = `all faces from ${filters.since ? localTime(filters.since) : "the first"} until ${filters.until ? localTime(filters.until) : "now"}`;
+    testid = "erase-range";
+    if (filters.since) query.set("since", filters.since);
+    if (filters.until) query.set("until", filters.until);
+  } else {
+    query.set("all", "true");
+  }
+  if (filters.camera) query.set("camera", filters.camera);
+  return el("button", {
+    class: "danger", type: "button", "data-testid": testid, text: `Delete ${what}${camera}`,
+    onclick: async (event) => {
+      const question = `Delete ${what}${camera} of ${device}? This cannot be undone.`;
+      const sure = testid === "erase-all" ? prompt(`${question}\nType the device name to confirm.`) === device : confirm(question);
+      if (!sure) return;
+      event.target.disabled = true;
+      const result = await api(`/api/devices/${encodeURIComponent(device)}/faces?${query}`, { method: "DELETE", headers: { "X-CSRF-Token": session.csrf } });
+      showBanner(`Deleted ${result.deleted} faces of ${device}${filters.day ? ` on ${filters.day}` : ""}.`);
+      onErased();
+    },
+  });
+}
+
 async function devicePage(device) {
   document.title = `${device} · facepipe gallery`;
   const params = new URLSearchParams(location.search);
@@ -203,22 +236,11 @@ async function devicePage(device) {
   const more = el("button", { class: "more", type: "button", text: "Load more", "data-testid": "more", hidden: true });
   const count = el("span", { class: "muted", "data-testid": "shown" });
   const tools = el("div", { class: "toolbar" }, count, el("span", { class: "spacer" }));
-  if (session.role === "admin" && filters.day) {
-    tools.append(el("button", {
-      class: "danger", type: "button", "data-testid": "erase-day", text: `Delete all faces of ${filters.day}`,
-      onclick: async (event) => {
-        if (!confirm(`Delete every face of ${device} on ${filters.day}${filters.camera ? ` from ${filters.camera}` : ""}? This cannot be undone.`)) return;
-        event.target.disabled = true;
-        const query = new URLSearchParams({ day: filters.day });
-        if (filters.camera) query.set("camera", filters.camera);
-        const result = await api(`/api/devices/${encodeURIComponent(device)}/faces?${query}`, { method: "DELETE", headers: { "X-CSRF-Token": session.csrf } });
-        showBanner(`Deleted ${result.deleted} faces of ${device} on ${filters.day}.`);
-        grid.replaceChildren();
-        shown = 0;
-        count.textContent = "0 faces shown";
-      },
-    }));
-  }
+  if (session.role === "admin") tools.append(eraseButton(device, filters, () => {
+    grid.replaceChildren();
+    shown = 0;
+    count.textContent = "0 faces shown";
+  }));
   view.replaceChildren(el("h1", {}, el("a", { href: "/", text: "Devices" }), " / ", device), form, tools, grid, more);
 
   let cursor = null;
