@@ -4,7 +4,8 @@
 #   argocd-repo-server, argocd-application-controller, argocd-applicationset-controller, ... by the
 #   name it is called with, exactly as the official image does with symlinks)
 # into ${FACEPIPE_TOOLS_CACHE:-/var/cache/facepipe-tools}/argocd-${ARGOCD_VERSION}/bin/, with the
-# symlinks next to it, and that release's install manifests (manifests/core-install.yaml, crds/) in
+# symlinks and the two scripts the image puts next to it (hack/git-verify-wrapper.sh, which the
+# repo-server runs on every revision it reads, and hack/gpg-wrapper.sh), and that release's install manifests (manifests/core-install.yaml, crds/) in
 # .../argocd-${ARGOCD_VERSION}/manifests/: the tests install Argo CD from them.
 #
 # Argo CD 3.6 needs Go 1.27 (its go directive); the toolchain comes from the Go module proxy
@@ -25,12 +26,13 @@ ARGOCD_VERSION=v3.6.1
 GO_TOOLCHAIN=go1.27.4 # >= the go directive (1.27.0) of argo-cd v3.6.1; the newest 1.27 patch release
 # The names the multi-call binary answers to (cmd/main.go), linked next to it.
 COMMANDS=(argocd-repo-server argocd-application-controller argocd-applicationset-controller argocd-server)
+SCRIPTS=(git-verify-wrapper.sh gpg-wrapper.sh) # from hack/, in /usr/local/bin of the official image
 
 CACHE=${FACEPIPE_TOOLS_CACHE:-/var/cache/facepipe-tools}
 ROOT=$CACHE/argocd-$ARGOCD_VERSION
 BIN=$ROOT/bin
 MANIFESTS=$ROOT/manifests
-STAMP_WANTED="argo-cd=$ARGOCD_VERSION gitops-engine=$ARGOCD_VERSION go=$GO_TOOLCHAIN links=${COMMANDS[*]} manifests=core-install,crds"
+STAMP_WANTED="argo-cd=$ARGOCD_VERSION gitops-engine=$ARGOCD_VERSION go=$GO_TOOLCHAIN links=${COMMANDS[*]} scripts=${SCRIPTS[*]} manifests=core-install,crds"
 
 log() { printf '[install-argocd] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -41,7 +43,7 @@ elapsed() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1fs", b - a }
 have_all() {
     local name
     [ -x "$BIN/argocd" ] && [ -f "$MANIFESTS/core-install.yaml" ] || return 1
-    for name in "${COMMANDS[@]}"; do
+    for name in "${COMMANDS[@]}" "${SCRIPTS[@]}"; do
         [ -x "$BIN/$name" ] || return 1
     done
     [ -f "$BIN/.stamp" ] && [ "$(cat "$BIN/.stamp")" = "$STAMP_WANTED" ]
@@ -109,6 +111,9 @@ log "building argocd $ARGOCD_VERSION (cold cache: about 10 min on 2 cores; warm:
 mv -f "$work/out/argocd" "$BIN/argocd"
 for name in "${COMMANDS[@]}"; do
     ln -sfn argocd "$BIN/$name"
+done
+for name in "${SCRIPTS[@]}"; do
+    install -m 0755 "$work/hack/$name" "$BIN/$name"
 done
 rm -rf "$MANIFESTS"
 mkdir -p "$MANIFESTS"

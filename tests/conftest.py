@@ -247,6 +247,26 @@ def screenshots(request: pytest.FixtureRequest) -> Path:
     return folder
 
 
+# --- Argo CD (the GitOps tier, tests/argocd) ---
+# Argo CD v3.6.1 (`bash .ci/install-argocd.sh`), KWOK and kube-scheduler (`bash .ci/install-kwok.sh`,
+# `bash .ci/install-kube.sh kube-scheduler`), Debian's redis-server and Helm 4; see
+# tests/support/argocd.py and simcluster.py. Absent tools skip the tier with the reason;
+# FACEPIPE_REQUIRE_ARGOCD=1 (CI) turns that skip into a failure.
+
+
+@pytest.fixture(scope="session")
+def gitops_tools():
+    """(SimTools, ArgoTools): the simulated clusters' and Argo CD's binaries."""
+    from tests.support.argocd import ArgoTools
+    from tests.support.simcluster import SimTools
+
+    sim, reason = SimTools.find()
+    argo, argo_reason = ArgoTools.find()
+    if sim is None or argo is None:
+        unavailable("FACEPIPE_REQUIRE_ARGOCD", "; ".join(r for r in (reason, argo_reason) if r))
+    return sim, argo
+
+
 # --- containers (podman) ---
 # The application image built from apps/Dockerfile once per session (FROM the local debootstrap
 # base; `bash .ci/install-podman.sh`), a Mosquitto image on the same base, and a report of build
