@@ -259,14 +259,22 @@ def test_edge_helm_test_proves_forwarding(helm: h.Helm, render_cache: h.RenderCa
     assert env_value(probe, "LOCAL_MQTT_TOPIC") == values["mqtt"]["topic"]
 
 
-def test_edge_privileged_mode_is_said_in_notes(helm: h.Helm) -> None:
-    """NOTES says when the camera runs privileged (the one exception to the secure defaults)."""
-    notes = helm.notes("face-edge", sets=["cloud.host=mqtt.example.com"])
-    assert "PRIVILEGED" in notes
-    assert "helm test" in notes
-    rtsp = helm.notes("face-edge", sets=["cloud.host=mqtt.example.com", "camera.source=rtsp://cam/stream"])
-    assert "PRIVILEGED" not in rtsp
-    host_device = helm.notes("face-edge", sets=["cloud.host=mqtt.example.com", "camera.accessMode=hostDevice"])
+def test_edge_privileged_mode_is_an_explicit_opt_in_said_in_notes(helm: h.Helm) -> None:
+    """The default camera is unprivileged (a device plugin) and its pods fit Pod Security "restricted";
+    a privileged camera renders only with podSecurity.level=privileged, and NOTES warns about it."""
+    edge = ["cloud.host=mqtt.example.com"]
+    default = helm.notes("face-edge", sets=edge)
+    assert "PRIVILEGED" not in default and "requests 1 x squat.ai/video" in default
+    assert "pod-security.kubernetes.io/enforce=restricted" in default and "helm test" in default
+    for mode in ("privileged", "hostDevice"):
+        with pytest.raises(h.HelmError, match=f"need \"privileged\":\n  camera.accessMode={mode}"):
+            helm.template("face-edge", sets=[*edge, f"camera.accessMode={mode}"])
+    opted_in = helm.notes("face-edge", sets=[*edge, "camera.accessMode=privileged", "podSecurity.level=privileged"])
+    assert "PRIVILEGED" in opted_in and "pod-security.kubernetes.io/enforce=privileged" in opted_in
+    assert "level \"privileged\" lets every pod of the namespace run privileged" in opted_in
+    rtsp = helm.notes("face-edge", sets=[*edge, "camera.source=rtsp://cam/stream", "camera.accessMode=privileged"])
+    assert "PRIVILEGED" not in rtsp, "a stream needs no device: nothing is privileged"
+    host_device = helm.notes("face-edge", sets=[*edge, "camera.accessMode=hostDevice", "podSecurity.level=privileged"])
     assert "PRIVILEGED" not in host_device and "Not privileged" in host_device
 
 

@@ -183,7 +183,7 @@ def test_empty_device_file_fails_too(tmp_path: Path) -> None:
 def test_adding_and_removing_a_file_adds_and_removes_an_application(tmp_path: Path) -> None:
     root = fleet_copy(tmp_path)
     before = {g.name for g in argo.generate(APPSET, root)}
-    (root / "argocd" / "devices" / "stable" / "dock-3.yaml").write_text("deviceId: dock-3\ncamera: {device: /dev/video1}\n")
+    (root / "argocd" / "devices" / "stable" / "dock-3.yaml").write_text("deviceId: dock-3\npodSecurity: {level: restricted}\ncamera: {device: /dev/video1}\n")
     (root / "argocd" / "devices" / "stable" / "gate-2.yaml").unlink()
     after = {g.name for g in argo.generate(APPSET, root)}
     assert after == (before - {"face-edge-gate-2"}) | {"face-edge-dock-3"}

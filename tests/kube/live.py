@@ -213,8 +213,8 @@ class Cluster:
 
     # --- namespaces and Secrets ---
 
-    def create_namespace(self, name: str) -> None:
-        self.api.create_namespace(name)
+    def create_namespace(self, name: str, labels: dict[str, str] | None = None) -> None:
+        self.api.create_namespace(name, labels=labels)
 
     def create_secret(self, namespace: str, name: str, data: Mapping[str, str], type_: str = "Opaque") -> None:
         from kubernetes import client

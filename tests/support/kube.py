@@ -180,9 +180,9 @@ class KubeAPIServer:
         except ValueError:
             return status, text
 
-    def create_namespace(self, name: str, timeout: float = 30.0) -> None:
-        """Create a namespace and, with the serviceaccount controller, wait for its default SA."""
-        status, body = self.request("POST", "/api/v1/namespaces", {"metadata": {"name": name}})
+    def create_namespace(self, name: str, timeout: float = 30.0, labels: dict[str, str] | None = None) -> None:
+        """Create a namespace (with `labels`) and, with the serviceaccount controller, wait for its default SA."""
+        status, body = self.request("POST", "/api/v1/namespaces", {"metadata": {"name": name, "labels": labels or {}}})
         if status not in (201, 409):
             raise RuntimeError(f"creating namespace {name}: HTTP {status}: {body}")
         if "serviceaccount-controller" not in self.controllers:

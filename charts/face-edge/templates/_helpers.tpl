@@ -153,8 +153,29 @@ WaitForFirstConsumer claim (k3s local-path) is Pending until its pod exists.
 {{- default .Values.camera.device .Values.camera.source -}}
 {{- end -}}
 
+{{/* Why the pods need the Pod Security level "privileged" (one line each), or nothing: the baseline and
+restricted levels refuse privileged containers and every hostPath volume. */}}
+{{- define "face-edge.privilegedNeeds" -}}
+{{- $cam := .Values.camera -}}
+{{- if and $cam.enabled (include "face-edge.camera.usesDevice" .) (has $cam.accessMode (list "privileged" "hostDevice")) }}
+camera.accessMode={{ $cam.accessMode }} (a device from the node{{ if eq $cam.accessMode "privileged" }}, a privileged container{{ end }})
+{{- end }}
+{{- if and .Values.forwarder.spool.enabled (eq .Values.forwarder.spool.type "hostPath") }}
+forwarder.spool.type=hostPath
+{{- end }}
+{{- range $cam.extraVolumes }}
+{{- if hasKey . "hostPath" }}
+camera.extraVolumes {{ .name }} (a hostPath)
+{{- end }}
+{{- end }}
+{{- end -}}
+
 {{/* Fail early, saying what to set, when a required value is missing or values contradict. */}}
 {{- define "face-edge.validate" -}}
+{{- $needs := include "face-edge.privilegedNeeds" . | trim -}}
+{{- if and $needs (ne .Values.podSecurity.level "privileged") -}}
+{{- fail (printf "\n\nface-edge: the namespace's Pod Security level %q would reject these pods; they need \"privileged\":\n  %s\nSet podSecurity.level=privileged (and label the namespace: pod-security.kubernetes.io/enforce=privileged), or use camera.accessMode=devicePlugin and a persistentVolumeClaim spool.\n" .Values.podSecurity.level (splitList "\n" $needs | join "\n  ")) -}}
+{{- end -}}
 {{- if and .Values.argocd.syncWaves.enabled (hasKey .Values.commonAnnotations "argocd.argoproj.io/sync-wave") -}}
 {{- fail "\n\nface-edge: commonAnnotations sets argocd.argoproj.io/sync-wave, which would move only the objects without a wave of their own and break the order of argocd.syncWaves (broker first). Remove it, or set argocd.syncWaves.enabled=false to put every object in that one wave.\n" -}}
 {{- end -}}
