@@ -49,7 +49,7 @@ die() { log "error: $*"; exit 1; }
 t_start=$(date +%s.%N)
 elapsed() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1fs", b - a }'; }
 
-# openssl makes the test certificates (tests/support/kube.py).
+# openssl makes the test certificates (apps/facepipe_dev/kube.py).
 if ! command -v openssl >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         log "installing openssl with apt-get"

@@ -3,7 +3,7 @@
 #   1. apt-get install podman runc debootstrap (skipped when all three are there);
 #   2. a private containers.conf (runtime runc: crun cannot set rlimits here; lower default
 #      ulimits) at ${FACEPIPE_TOOLS_CACHE:-/var/cache/facepipe-tools}/podman/containers.conf;
-#      use it as CONTAINERS_CONF=<that file> podman ...  (tests/support/podman.py does);
+#      use it as CONTAINERS_CONF=<that file> podman ...  (apps/facepipe_dev/podman.py does);
 #   3. the local base image localhost/facepipe-base:bookworm (no registry is reachable: Debian
 #      bookworm made with debootstrap --variant=minbase from the apt mirror this host uses, then
 #      `podman import`). It stands in for debian:bookworm-slim, apps/Dockerfile's default base.

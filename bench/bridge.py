@@ -14,15 +14,17 @@ import sys
 from dataclasses import dataclass
 
 from bench import original_forwarder
-from bench.loadgen import CountingSubscriber, Publisher, face_crops
+from bench.measure import CpuMeter
 from bench.report import Row, at_least
-from bench.stack import CpuMeter, broker_pid
-from bench.support import DEVICE, VIDEO, Context, Profile, profile_markdown, wait_for
+from bench.support import DEVICE, Context, Profile, profile_markdown, publisher
 from facepipe import contract
-from facepipe.brokers import MosquittoBroker
-from facepipe.config import BrokerSettings, CommonSettings, ForwarderSettings
-from facepipe.processes import ChildProcess
-from facepipe.run import ComponentProcess
+from facepipe.config import CommonSettings
+from facepipe_dev.brokers import MosquittoBroker
+from facepipe_dev.components import ComponentProcess
+from facepipe_dev.loadgen import CountingSubscriber, Face, face_crops
+from facepipe_dev.paths import VIDEO
+from facepipe_dev.processes import ChildProcess, poll
+from facepipe_dev.rig import Rig
 
 RATIO_TARGET = 0.9
 MODES = ("native bridge", "forwarder", "original forwarder", "no hop")
@@ -57,9 +59,7 @@ class Result:
     meter: CpuMeter
 
 
-def one_run(
-    ctx: Context, mode: str, crops: list[tuple[bytes, tuple[int, int, int, int], float]], count: int, profile: bool = False
-) -> Result:
+def one_run(ctx: Context, mode: str, crops: list[Face], count: int, profile: bool = False) -> Result:
     workdir = ctx.scratch(f"bridge-{mode.replace(' ', '-')}")
     cloud = MosquittoBroker(workdir / "cloud-broker", name="cloud-broker").start()
     edge: MosquittoBroker = (
@@ -72,15 +72,11 @@ def one_run(
     counter = CountingSubscriber(cloud.host, cloud.port, f"{contract.DEFAULT_REMOTE_TOPIC}/#")
     target = cloud if mode == "no hop" else edge
     topic = contract.remote_topic(contract.DEFAULT_REMOTE_TOPIC, DEVICE) if mode == "no hop" else contract.DEFAULT_LOCAL_TOPIC
-    publisher = Publisher(target.host, target.port, topic, crops, qos=1)
+    load = publisher(target.host, target.port, topic, crops, qos=1)
     try:
         if mode == "forwarder":
-            settings = ForwarderSettings(
-                common=CommonSettings(device_id=DEVICE),
-                local=BrokerSettings(host=edge.host, port=edge.port, topic=contract.DEFAULT_LOCAL_TOPIC, qos=1),
-                remote=BrokerSettings(host=cloud.host, port=cloud.port, topic=contract.DEFAULT_REMOTE_TOPIC, qos=1),
-            )
-            hop = ComponentProcess("forwarder", settings, workdir).start().wait_ready()
+            rig = Rig.on(workdir, edge, cloud, common=CommonSettings(device_id=DEVICE), qos=1)
+            hop = rig.forwarder().start().wait_ready()
             ctx.rss.watch("forwarder", hop.process.pid)
         elif mode == "original forwarder":
             argv = [
@@ -95,18 +91,18 @@ def one_run(
                 DEVICE,
             ]
             hop = ChildProcess("original-forwarder", argv, workdir / "original-forwarder.log").start()
-            if not wait_for(lambda: '"ready"' in hop.log_tail(5), 30):  # type: ignore[union-attr]
+            if not poll(lambda: '"ready"' in hop.log_tail(5), 30):  # type: ignore[union-attr]
                 raise RuntimeError(f"original forwarder not ready:\n{hop.log_tail()}")
-        warm = publisher.run(20)
+        warm = load.run(20)
         if not counter.wait(warm.boot, 20, 30):
             raise RuntimeError(f"{mode}: the warm-up faces did not reach the cloud broker")
         counter.reset()
-        pids = {"edge broker": broker_pid(edge), "cloud broker": broker_pid(cloud), "publisher+counter": os.getpid()}
+        pids = {"edge broker": edge.pid, "cloud broker": cloud.pid, "publisher+counter": os.getpid()}
         if hop is not None:
             pids[mode] = hop.process.pid if isinstance(hop, ComponentProcess) else hop.pid
         spy = Profile(pids[mode], ctx.workdir / "profile-forwarder.txt", 120) if profile and mode in pids else None
         meter = CpuMeter(pids)
-        sent = publisher.run(count)
+        sent = load.run(count)
         counter.wait(sent.boot, count, timeout=120)
         meter.stop()
         if spy is not None:
@@ -114,7 +110,7 @@ def one_run(
         received = counter.count(sent.boot)
         return Result(received / max(1e-9, counter.last - sent.started), received, sent.count, meter)
     finally:
-        publisher.close()
+        load.close()
         counter.close()
         if hop is not None:
             if isinstance(hop, ComponentProcess):

@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from bench.detector import LIVE_MAX_FPS, STABLE_MAX_FPS, live
-from bench.loadgen import CountingSubscriber
 from bench.report import Row, at_least
-from bench.support import DEVICE, VIDEO, VIDEO_FRAMES_CSV, Context, camera_setting
+from bench.support import DEVICE, VIDEO_FRAMES_CSV, Context, camera_setting
 from facepipe import contract
-from facepipe.brokers import MosquittoBroker
 from facepipe.config import BrokerSettings, CameraSettings, CommonSettings, DetectorSettings
-from facepipe.run import ComponentProcess
+from facepipe_dev.brokers import MosquittoBroker
+from facepipe_dev.components import ComponentProcess
+from facepipe_dev.loadgen import CountingSubscriber
+from facepipe_dev.paths import VIDEO
 
 FACTOR_TARGET = 10.0
 GAP_FRAMES = 15  # half a second at 29.97 fps

@@ -13,12 +13,14 @@ import numpy as np
 import psutil
 
 from bench.report import Row, at_least
-from bench.support import DEVICE, VIDEO, WIDER, Context, Profile, camera_setting, one_core, profile_markdown, wait_for
-from facepipe.brokers import MosquittoBroker
+from bench.support import DEVICE, WIDER, Context, Profile, camera_setting, one_core, profile_markdown
 from facepipe.camera.detect import Detector, create_detector
 from facepipe.config import BrokerSettings, CameraSettings, CommonSettings, DetectorSettings
-from facepipe.run import ComponentProcess
-from tests.support.detection import evaluate, wider_subset
+from facepipe_dev.brokers import MosquittoBroker
+from facepipe_dev.components import ComponentProcess
+from facepipe_dev.detection import evaluate, wider_subset
+from facepipe_dev.paths import VIDEO
+from facepipe_dev.processes import poll
 
 SIZES = ((640, 480), (1280, 720))
 CPU_TARGET_FACTOR = 20.0
@@ -119,7 +121,7 @@ def camera_cpu(
     ctx.rss.watch("camera", camera.process.pid)
     try:
         process = psutil.Process(camera.process.pid)
-        if not wait_for(lambda: camera.metrics().get("facepipe_camera_frames_total", 0) >= 10, 60):
+        if not poll(lambda: camera.metrics().get("facepipe_camera_frames_total", 0) >= 10, 60):
             raise RuntimeError(f"camera did not analyse frames:\n{camera.process.log_tail()}")
 
         def snapshot() -> dict[str, float]:

@@ -30,9 +30,9 @@ from facepipe.config import CommonSettings, GallerySettings, StoreSettings
 from facepipe.contract import FaceMeta
 from facepipe.gallery.auth import hash_password
 from facepipe.probe import synthetic_face
-from facepipe.processes import free_port
-from facepipe.run import ComponentProcess
 from facepipe.storage import Store, open_store
+from facepipe_dev.components import ComponentProcess
+from facepipe_dev.processes import free_port
 
 DEVICE = "bench-gallery"
 DAYS = 5

@@ -13,31 +13,32 @@ from pathlib import Path
 from typing import Any
 
 from bench import original_processor
-from bench.loadgen import CountingSubscriber, Publisher, face_crops
-from bench.report import Row, at_least, at_most
-from bench.stack import (
+from bench.measure import (
     CpuMeter,
     Progress,
-    Stack,
-    Store,
-    broker_pid,
+    add_watched,
+    bench_store,
     log_events,
     log_offset,
     log_time,
-    processor_settings,
+    stack,
+    stop_watched,
+    stored,
     stored_latencies,
-    wait_ready,
-    wait_stored,
 )
-from bench.support import DEVICE, VIDEO, Context, Profile, percentile, profile_markdown
+from bench.report import Row, at_least, at_most
+from bench.support import DEVICE, Context, Profile, percentile, profile_markdown, publisher
 from facepipe import contract
-from facepipe.brokers import MosquittoBroker
 from facepipe.config import CameraSettings, CommonSettings, DetectorSettings
 from facepipe.contract import parse_timestamp
-from facepipe.processes import ChildProcess
-from facepipe.run import ComponentProcess
+from facepipe_dev.brokers import MosquittoBroker
+from facepipe_dev.loadgen import CountingSubscriber, Face, LoadGenerator, face_crops
+from facepipe_dev.paths import VIDEO
+from facepipe_dev.processes import ChildProcess, poll, wait_progress
+from facepipe_dev.rig import Rig
+from facepipe_dev.store import Store
 
-Crops = list[tuple[bytes, tuple[int, int, int, int], float]]
+Crops = list[Face]
 LATENCY_RATE = 200.0
 WARM_UP = 100  # faces through a new stack before anything is measured
 P99_TARGET_SECONDS = 0.100
@@ -61,7 +62,7 @@ class Sizes:
 def run(ctx: Context) -> list[Row]:
     sizes = Sizes.of(ctx)
     crops = face_crops(VIDEO, ctx.model_dir)
-    mean_bytes = sum(len(c[0]) for c in crops) / len(crops)
+    mean_bytes = sum(len(c.png) for c in crops) / len(crops)
     ctx.report.notes.append(
         f"Pipeline load: {len(crops)} real face crops cut from the test video as the camera cuts them (PNG, mean {mean_bytes / 1024:.1f} KiB), "
         "each with valid FaceMeta properties, captured_at = send time; Python publisher with ≤ 100 messages in flight."
@@ -82,52 +83,52 @@ def run(ctx: Context) -> list[Row]:
 def through_both_brokers(ctx: Context, crops: Crops, sizes: Sizes, store: str, qos: int) -> list[Row]:
     label = f"{store}-qos{qos}"
     where = "S3 (RGW)" if store == "s3" else "directory"
-    stack = Stack(ctx, label, store, qos).start()
+    rig = stack(ctx, label, store, qos)
     rows: list[Row] = []
     try:
         ctx.rss.phase = f"pipeline {where} QoS {qos}"
-        publisher = Publisher(stack.edge.host, stack.edge.port, contract.DEFAULT_LOCAL_TOPIC, crops, qos=qos)
+        load = publisher(rig.local.host, rig.local.port, contract.DEFAULT_LOCAL_TOPIC, crops, qos=qos)
         try:
             # warm-up: first connections, boto3's service model, the bucket's first objects
-            warm = publisher.run(WARM_UP, rate=LATENCY_RATE)
-            wait_stored(stack.stored, warm.count, timeout=60)
+            warm = load.run(WARM_UP, rate=LATENCY_RATE)
+            wait_progress(lambda: stored(rig), warm.count, stall=10, timeout=60)
             if store == "s3" and qos == 1:  # below the S3 path's capacity on this machine, for orientation
-                rows.append(latency(stack, publisher, LATENCY_RATE / 2, sizes.latency_seconds, where, target=False))
-            rows.append(latency(stack, publisher, LATENCY_RATE, sizes.latency_seconds, where, target=qos == 1))
+                rows.append(latency(rig, load, LATENCY_RATE / 2, sizes.latency_seconds, where, target=False))
+            rows.append(latency(rig, load, LATENCY_RATE, sizes.latency_seconds, where, target=qos == 1))
 
             # flat out: throughput, loss, and which side limits
-            rows.append(flat_out(ctx, stack, publisher, sizes.flat_out, where))
+            rows.append(flat_out(ctx, rig, load, sizes.flat_out, where))
         finally:
-            publisher.close()
+            load.close()
         if store == "s3" and qos == 1:
-            rows.append(camera_through(ctx, stack))
+            rows.append(camera_through(ctx, rig))
     finally:
-        stack.stop()
+        stop_watched(ctx, rig)
     return rows
 
 
-def latency(stack: Stack, publisher: Publisher, rate: float, seconds: float, where: str, target: bool) -> Row:
+def latency(rig: Rig, load: LoadGenerator, rate: float, seconds: float, where: str, target: bool) -> Row:
     """capture→stored p50/p99 at a fixed rate, from the processor's log; split at the cloud broker by a subscriber there."""
-    qos = stack.qos
-    before = stack.stored()
-    offset = log_offset(stack.components["processor"])
-    watcher = CountingSubscriber(stack.cloud.host, stack.cloud.port, f"{contract.DEFAULT_REMOTE_TOPIC}/#", qos=qos, keep=True)
+    qos = rig.local.qos
+    before = stored(rig)
+    offset = log_offset(rig["processor"])
+    watcher = CountingSubscriber(rig.uplink.processor.host, rig.uplink.processor.port, f"{contract.DEFAULT_REMOTE_TOPIC}/#", qos=qos, keep=True)
     try:
-        sent = publisher.run(int(rate * seconds), rate=rate)
-        wait_stored(stack.stored, before + sent.count, timeout=120)
+        sent = load.run(int(rate * seconds), rate=rate)
+        wait_progress(lambda: stored(rig), before + sent.count, stall=10, timeout=120)
         with watcher.lock:
             first_leg = [
                 float(r["_arrived"]) - parse_timestamp(r["captured_at"]).timestamp() for r in watcher.records if r.get("boot") == sent.boot
             ]
     finally:
         watcher.close()
-    latencies, _ = stored_latencies(stack.components["processor"], offset, sent.boot)
-    stored = len(stack.store.stored_seqs(sent.boot))
+    latencies, _ = stored_latencies(rig["processor"], offset, sent.boot)
+    kept = len(rig.store.stored_seqs(sent.boot))
     p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
     measure = f"{where}, QoS {qos}, {rate:.0f} faces/s: capture→stored p50 / p99"
     value = f"{1000 * p50:.0f} / {1000 * p99:.0f} ms"
     note = (
-        f"{sent.count} sent, {stored} stored, {sent.count - stored} lost; capture→cloud broker (edge broker, forwarder) "
+        f"{sent.count} sent, {kept} stored, {sent.count - kept} lost; capture→cloud broker (edge broker, forwarder) "
         f"p50 {1000 * percentile(first_leg, 50):.0f} / p99 {1000 * percentile(first_leg, 99):.0f} ms; max {1000 * max(latencies, default=0):.0f} ms"
     )
     if not target:
@@ -136,28 +137,28 @@ def latency(stack: Stack, publisher: Publisher, rate: float, seconds: float, whe
     return Row("2 pipeline", measure, value, target="p99 ≤ 100 ms", ratio=ratio, met=met, note=note)
 
 
-def flat_out(ctx: Context, stack: Stack, publisher: Publisher, count: int, where: str) -> Row:
+def flat_out(ctx: Context, rig: Rig, load: LoadGenerator, count: int, where: str) -> Row:
     """Publish `count` faces flat out; faces/s stored, loss, CPU per face of every process, and the limiting side."""
-    qos = stack.qos
-    before_stored = stack.stored()
-    before_forwarded = stack.metric("forwarder", "facepipe_forwarder_forwarded_total")
+    qos = rig.local.qos
+    before_stored = stored(rig)
+    before_forwarded = rig.metric("forwarder", "facepipe_forwarder_forwarded_total")
     progress = Progress(
         {
-            "forwarder": lambda: stack.metric("forwarder", "facepipe_forwarder_forwarded_total") - before_forwarded,
-            "processor": lambda: stack.stored() - before_stored,
+            "forwarder": lambda: rig.metric("forwarder", "facepipe_forwarder_forwarded_total") - before_forwarded,
+            "processor": lambda: stored(rig) - before_stored,
         },
         target=count,
     )
-    meter = CpuMeter({**stack.pids(), "load generator": os.getpid()})
-    sent = publisher.run(count)
-    wait_stored(stack.stored, before_stored + sent.count, timeout=300)
+    meter = CpuMeter({**rig.pids(), "load generator": os.getpid()})
+    sent = load.run(count)
+    wait_progress(lambda: stored(rig), before_stored + sent.count, stall=10, timeout=300)
     progress.stop()
     meter.stop()
-    stored = len(stack.store.stored_seqs(sent.boot))
+    kept = len(rig.store.stored_seqs(sent.boot))
     done_at = progress.reached.get("processor", time.time())
-    rate = stored / max(1e-9, done_at - sent.started)
+    rate = kept / max(1e-9, done_at - sent.started)
     forwarded = count / max(1e-9, progress.reached.get("forwarder", done_at) - sent.started)
-    lost = sent.count - stored
+    lost = sent.count - kept
     return Row(
         "2 pipeline",
         f"{where}, QoS {qos}, flat out: faces/s (loss)",
@@ -180,17 +181,17 @@ def limiting_side(generated: float, forwarded: float, stored: float) -> str:
     return f"the load generator (every stage kept up with its {generated:.0f}/s)"
 
 
-def camera_through(ctx: Context, stack: Stack) -> Row:
+def camera_through(ctx: Context, rig: Rig) -> Row:
     """The real camera on the test video through this stack (policy every: the heaviest load), end to end."""
     ctx.rss.phase = "camera → both brokers → S3, policy every"
-    before = stack.stored()
+    before = stored(rig)
     settings = CameraSettings(
         common=CommonSettings(device_id=DEVICE),
         detect=DetectorSettings(model_dir=str(ctx.model_dir)),
         source=str(VIDEO),
         publish_policy="every",
     )
-    camera = stack.add("camera", settings)
+    camera = add_watched(ctx, rig.camera(settings))
     t0 = time.monotonic()
     while camera.process.running() and time.monotonic() - t0 < 120:
         time.sleep(0.1)
@@ -198,13 +199,13 @@ def camera_through(ctx: Context, stack: Stack) -> Row:
     ctx.rss.unwatch("camera")
     summary = camera.summary()
     published = int(summary.get("published", 0))
-    stored = wait_stored(stack.stored, before + published, timeout=60) - before
+    kept = wait_progress(lambda: stored(rig), before + published, stall=10, timeout=60) - before
     return Row(
         "2 pipeline",
         "camera (video, policy every) → both brokers → S3, QoS 1",
-        f"{published} published, {stored:.0f} stored",
+        f"{published} published, {kept:.0f} stored",
         target="zero loss",
-        met=published > 0 and stored >= published and not summary.get("dropped"),
+        met=published > 0 and kept >= published and not summary.get("dropped"),
         note=f"{summary.get('frames', 0)} frames in {time.monotonic() - t0:.1f} s",
     )
 
@@ -213,11 +214,11 @@ def camera_through(ctx: Context, stack: Stack) -> Row:
 
 
 def publish_to_cloud(broker: MosquittoBroker, crops: Crops, count: int) -> str:
-    publisher = Publisher(broker.host, broker.port, contract.remote_topic(contract.DEFAULT_REMOTE_TOPIC, DEVICE), crops, qos=1)
+    load = publisher(broker.host, broker.port, contract.remote_topic(contract.DEFAULT_REMOTE_TOPIC, DEVICE), crops, qos=1)
     try:
-        sent = publisher.run(count)
+        sent = load.run(count)
     finally:
-        publisher.close()
+        load.close()
     if sent.acked != count:
         raise RuntimeError(f"cloud broker acknowledged {sent.acked} of {count}")
     return sent.boot
@@ -238,10 +239,9 @@ def drain_processor(ctx: Context, crops: Crops, count: int, store_kind: str, pro
     workdir = ctx.scratch(f"drain-{store_kind}")
     broker = MosquittoBroker(workdir / "cloud-broker", name="cloud-broker").start()
     try:
-        store = Store(ctx, store_kind, f"bench-drain-{store_kind}{'-profiled' if profile else ''}", workdir)
-        processor = ComponentProcess("processor", processor_settings(broker, store, 1), workdir, store.env())
-        processor.start()
-        wait_ready(processor)
+        store = bench_store(ctx, store_kind, f"bench-drain-{store_kind}{'-profiled' if profile else ''}", workdir)
+        processor = Rig.on(workdir, broker, broker, store=store, qos=1).processor()
+        processor.start().wait_ready()
         processor.stop()  # its session (and subscription) stays with the broker
         boot = publish_to_cloud(broker, crops, count)
         offset = log_offset(processor)
@@ -249,8 +249,8 @@ def drain_processor(ctx: Context, crops: Crops, count: int, store_kind: str, pro
         processor.start()
         ctx.rss.watch("processor", processor.process.pid)
         spy = Profile(processor.process.pid, profile, 300) if profile is not None else None
-        meter = CpuMeter({"processor": processor.process.pid, "cloud broker": broker_pid(broker), **_rgw_pids(store)})
-        wait_stored(lambda: processor.metrics().get("facepipe_processor_stored_total", 0.0), count, timeout=300)
+        meter = CpuMeter({"processor": processor.process.pid, "cloud broker": broker.pid, **_rgw_pids(store)})
+        wait_progress(lambda: processor.metric("facepipe_processor_stored_total"), count, stall=10, timeout=300)
         meter.stop()
         if spy is not None:
             spy.stop()
@@ -258,9 +258,9 @@ def drain_processor(ctx: Context, crops: Crops, count: int, store_kind: str, pro
         processor.stop()
         connected = [log_time(r) for r in log_events(processor, offset, "mqtt.connected")]
         _, last = stored_latencies(processor, offset, boot)
-        stored = len(store.stored_seqs(boot))
-        rate = stored / max(1e-9, last - connected[0]) if connected and last else 0.0
-        return Drain(rate, count - stored, meter)
+        kept = len(store.stored_seqs(boot))
+        rate = kept / max(1e-9, last - connected[0]) if connected and last else 0.0
+        return Drain(rate, count - kept, meter)
     finally:
         broker.stop()
 
@@ -274,7 +274,7 @@ def drain_original(ctx: Context, crops: Crops, count: int) -> Drain:
     workdir = ctx.scratch("drain-original")
     broker = MosquittoBroker(workdir / "cloud-broker", name="cloud-broker").start()
     try:
-        store = Store(ctx, "s3", "bench-drain-original", workdir)
+        store = bench_store(ctx, "s3", "bench-drain-original", workdir)
         argv = [sys.executable, "-m", original_processor.__name__, "--port", str(broker.port), "--bucket", store.bucket]
         argv += ["--workdir", str(workdir / "png")]
         setup = ChildProcess("original-processor", argv, workdir / "original-setup.log", env=_env(store.env())).start()
@@ -286,7 +286,7 @@ def drain_original(ctx: Context, crops: Crops, count: int) -> Drain:
         original = ChildProcess("original-processor", [*argv, "--expect", str(count)], workdir / "original.log", env=_env(store.env()))
         original.start()
         ctx.rss.watch("original processor", original.pid)
-        meter = CpuMeter({"cloud broker": broker_pid(broker), **_rgw_pids(store)})
+        meter = CpuMeter({"cloud broker": broker.pid, **_rgw_pids(store)})
         t0 = time.monotonic()
         while original.running() and time.monotonic() - t0 < 600:
             time.sleep(0.05)
@@ -295,9 +295,9 @@ def drain_original(ctx: Context, crops: Crops, count: int) -> Drain:
         events = {e["event"]: e for e in _json_lines(original.log_path.read_text())}
         connected, done = events.get("connected", {}), events.get("done", {})
         meter.stop({"original processor": done.get("cpu", 0.0) - connected.get("cpu", 0.0)})
-        stored = len(store.keys("original/"))
-        rate = stored / max(1e-9, done["t"] - connected["t"]) if connected and done else 0.0
-        return Drain(rate, count - stored, meter)
+        kept = len(store.keys("original/"))
+        rate = kept / max(1e-9, done["t"] - connected["t"]) if connected and done else 0.0
+        return Drain(rate, count - kept, meter)
     finally:
         broker.stop()
 
@@ -397,14 +397,7 @@ def _env(extra: dict[str, str]) -> dict[str, str]:
 
 
 def _wait_log(process: ChildProcess, text: str, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if text in process.log_tail(50):
-            return True
-        if not process.running():
-            return False
-        time.sleep(0.05)
-    return False
+    return poll(lambda: text in process.log_tail(50) or not process.running(), timeout) and text in process.log_tail(50)
 
 
 def _json_lines(text: str) -> list[dict[str, Any]]:

@@ -176,7 +176,7 @@ def versions() -> dict[str, str]:
     import paho.mqtt
 
     from facepipe import __version__
-    from facepipe.brokers import find_mosquitto
+    from facepipe_dev.brokers import find_mosquitto
 
     try:
         mosquitto = _command_version([find_mosquitto(), "-h"], r"mosquitto version (\S+)")

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,25 +19,25 @@ import psutil
 
 from bench.report import Report
 from facepipe import config, models
+from facepipe_dev.loadgen import Face, LoadGenerator
+from facepipe_dev.paths import SHARED_DATA, fetched_models
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
-DATA = SHARED / "data"
-VIDEO = DATA / "video" / "short_hamilton_clip.mp4"
-VIDEO_FRAMES_CSV = DATA / "video" / "short_hamilton_clip.yunet2023mar_frames.csv"
-WIDER = DATA / "benchmark" / "wider_val_subset416"
+VIDEO_FRAMES_CSV = SHARED_DATA / "video" / "short_hamilton_clip.yunet2023mar_frames.csv"
+WIDER = SHARED_DATA / "benchmark" / "wider_val_subset416"
 DEVICE = "bench-edge"
+WINDOW = 100  # messages the bench publisher keeps in flight
 
 
 def find_model_dir(configured: str, workdir: Path) -> Path:
     """FACEPIPE_MODEL_DIR / --model-dir, else the cache `make models` fills, else fetched from ../shared/models."""
-    for candidate in (configured, os.environ.get("FACEPIPE_MODEL_DIR", ""), str(models.DEFAULT_MODEL_DIR)):
-        if candidate and (Path(candidate) / models.MANIFEST_NAME).is_file():
-            return Path(candidate)
-    dest = workdir / "models"
-    mirror = SHARED / "models"
-    models.fetch(REPO / "models" / "manifest.json", dest, mirror if mirror.is_dir() else None, log=False)
-    return dest
+    return fetched_models(workdir / "models", configured, os.environ.get("FACEPIPE_MODEL_DIR", ""), str(models.DEFAULT_MODEL_DIR))
+
+
+def publisher(host: str, port: int, topic: str, crops: list[Face], qos: int = 1) -> LoadGenerator:
+    """The bench's face publisher: real crops, flat out or at a rate, WINDOW messages in flight, connected."""
+    return LoadGenerator(
+        host, port, topic=topic, device=DEVICE, faces=crops, detector="yunet/bench-crops", window=WINDOW, qos=qos, ack_timeout=120.0
+    ).connect()
 
 
 def camera_setting(env_name: str) -> Any | None:
@@ -120,7 +119,7 @@ class Context:
     def rgw(self) -> Any:
         """The run's Ceph RADOS Gateway, started on first use (None, with a note, where Ceph is absent)."""
         if self._rgw is None:
-            from tests.support.rgw import RadosGateway, rgw_available
+            from facepipe_dev.rgw import RadosGateway, rgw_available  # the test extra: only where S3 rows run
 
             reason = rgw_available()
             if reason:
@@ -153,15 +152,6 @@ def one_core() -> Iterator[int]:
     finally:
         cv2.setNumThreads(threads)
         os.sched_setaffinity(0, allowed)
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -1,6 +1,7 @@
 """Shared fixtures: real Mosquitto brokers, a real S3 server (Ceph RGW), helm binaries, a Kubernetes API server.
 
-Every fixture starts its processes on free loopback ports and stops them even when a test fails.
+The machinery behind them is the devkit (apps/facepipe_dev). Every fixture starts its processes on free
+loopback ports and stops them even when a test fails.
 """
 
 from __future__ import annotations
@@ -13,13 +14,9 @@ from typing import NoReturn
 
 import pytest
 
-from facepipe import models
-from facepipe.brokers import MosquittoBroker
-from tests.support.rgw import RadosGateway, rgw_available
-
-REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
-SHARED_DATA = SHARED / "data"
+from facepipe_dev.brokers import MosquittoBroker
+from facepipe_dev.paths import SHARED_DATA, fetched_models
+from facepipe_dev.rgw import RadosGateway, rgw_available
 
 
 def unavailable(require_switch: str, reason: str) -> NoReturn:
@@ -48,13 +45,7 @@ def test_video(shared_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Every model of models/manifest.json, fetched through the real fetch step (mirror: ../shared/models)."""
-    configured = os.environ.get("FACEPIPE_MODEL_DIR")
-    if configured and (Path(configured) / models.MANIFEST_NAME).is_file():
-        return Path(configured)
-    dest = tmp_path_factory.mktemp("models")
-    mirror = SHARED / "models"
-    models.fetch(REPO / "models" / "manifest.json", dest, mirror if mirror.is_dir() else None, log=False)
-    return dest
+    return fetched_models(tmp_path_factory.mktemp("models"), os.environ.get("FACEPIPE_MODEL_DIR", ""))
 
 
 # --- brokers ---
@@ -128,7 +119,7 @@ def mosquitto_sub() -> str:
 @pytest.fixture(scope="session")
 def helm_binaries():
     """{"helm3": Helm | None, "helm4": Helm | None}: the binaries found, None where absent."""
-    from tests.support import helm as support
+    from facepipe_dev import helm as support
 
     found = {}
     for major in (3, 4):
@@ -140,7 +131,7 @@ def helm_binaries():
 @pytest.fixture(scope="session", params=["helm3", "helm4"])
 def helm(request, helm_binaries):
     """One helm binary per parameter; the test skips, naming the installer, when it is absent."""
-    from tests.support import helm as support
+    from facepipe_dev import helm as support
 
     binary = helm_binaries[request.param]
     if binary is None:
@@ -151,7 +142,7 @@ def helm(request, helm_binaries):
 @pytest.fixture(scope="session")
 def helm_any(helm_binaries):
     """One helm (4, else 3) for checks where both render the same objects (test_render proves it)."""
-    from tests.support import helm as support
+    from facepipe_dev import helm as support
 
     binary = helm_binaries["helm4"] or helm_binaries["helm3"]
     if binary is None:
@@ -162,7 +153,7 @@ def helm_any(helm_binaries):
 @pytest.fixture(scope="session")
 def render_cache():
     """Rendered documents per (helm, chart, profile), computed once per session."""
-    from tests.support import helm as support
+    from facepipe_dev import helm as support
 
     return support.RenderCache()
 
@@ -170,7 +161,7 @@ def render_cache():
 @pytest.fixture(scope="session")
 def checkov_binary():
     """The pinned checkov (`bash .ci/install-checkov.sh`, or FACEPIPE_CHECKOV); skips when absent."""
-    from tests.support import helm as support
+    from facepipe_dev import helm as support
 
     path = support.find_checkov()
     if path is None:
@@ -181,14 +172,14 @@ def checkov_binary():
 # --- kubernetes API server ---
 # A real etcd + kube-apiserver (+ kube-controller-manager) v1.36.3 on loopback, started once per
 # session for the tests marked `kube` (tests/kube). `bash .ci/install-kube.sh` builds the binaries
-# (FACEPIPE_TOOLS_CACHE moves the cache); see tests/support/kube.py. Absent binaries skip the tests
+# (FACEPIPE_TOOLS_CACHE moves the cache); see apps/facepipe_dev/kube.py. Absent binaries skip the tests
 # with the reason; FACEPIPE_REQUIRE_KUBE=1 (CI) turns that skip into a failure.
 
 
 @pytest.fixture(scope="session")
 def kube_api(tmp_path_factory):
     """The session's KubeAPIServer: .server, .kubeconfig, .env(), .create_namespace(), .request()."""
-    from tests.support.kube import KubeAPIServer, kube_binaries
+    from facepipe_dev.kube import KubeAPIServer, kube_binaries
 
     bin_dir, reason = kube_binaries()
     if bin_dir is None:
@@ -198,7 +189,7 @@ def kube_api(tmp_path_factory):
 
 
 # --- Prometheus ---
-# prometheus and promtool 3.16.0 (`bash .ci/install-prometheus.sh`; see tests/support/prometheus.py).
+# prometheus and promtool 3.16.0 (`bash .ci/install-prometheus.sh`; see apps/facepipe_dev/prometheus.py).
 # Absent binaries skip the monitoring tests with the reason; FACEPIPE_REQUIRE_PROMETHEUS=1 (CI)
 # turns that skip into a failure.
 
@@ -206,7 +197,7 @@ def kube_api(tmp_path_factory):
 @pytest.fixture(scope="session")
 def prometheus_bin() -> Path:
     """The directory holding the prometheus and promtool binaries."""
-    from tests.support import prometheus as support
+    from facepipe_dev import prometheus as support
 
     directory, reason = support.binaries()
     if directory is None:
@@ -215,14 +206,14 @@ def prometheus_bin() -> Path:
 
 
 # --- a real browser ---
-# Debian's Chromium driven by Playwright (tests/support/browser.py), one browser per session; every
+# Debian's Chromium driven by Playwright (apps/facepipe_dev/browser.py), one browser per session; every
 # test gets its own context (fresh cookies and storage). Missing: skipped with the command that
 # installs it; FACEPIPE_REQUIRE_BROWSER=1 (CI) turns that skip into a failure.
 
 
 @pytest.fixture(scope="session")
 def browser():
-    from tests.support import browser as support
+    from facepipe_dev import browser as support
 
     reason = support.unavailable_reason()
     if reason:
@@ -240,7 +231,7 @@ def browser():
 @pytest.fixture
 def screenshots(request: pytest.FixtureRequest) -> Path:
     """The test's output folder for screenshots (test-output/<test>/, or under FACEPIPE_TEST_OUTPUT)."""
-    from tests.support import browser as support
+    from facepipe_dev import browser as support
 
     folder = support.OUTPUT / "".join(c if c.isalnum() or c in "-_." else "-" for c in request.node.name)
     folder.mkdir(parents=True, exist_ok=True)
@@ -250,15 +241,15 @@ def screenshots(request: pytest.FixtureRequest) -> Path:
 # --- Argo CD (the GitOps tier, tests/argocd) ---
 # Argo CD v3.6.1 (`bash .ci/install-argocd.sh`), KWOK and kube-scheduler (`bash .ci/install-kwok.sh`,
 # `bash .ci/install-kube.sh kube-scheduler`), Debian's redis-server and Helm 4; see
-# tests/support/argocd.py and simcluster.py. Absent tools skip the tier with the reason;
+# apps/facepipe_dev/argocd.py and simcluster.py. Absent tools skip the tier with the reason;
 # FACEPIPE_REQUIRE_ARGOCD=1 (CI) turns that skip into a failure.
 
 
 @pytest.fixture(scope="session")
 def gitops_tools():
     """(SimTools, ArgoTools): the simulated clusters' and Argo CD's binaries."""
-    from tests.support.argocd import ArgoTools
-    from tests.support.simcluster import SimTools
+    from facepipe_dev.argocd import ArgoTools
+    from facepipe_dev.simcluster import SimTools
 
     sim, reason = SimTools.find()
     argo, argo_reason = ArgoTools.find()
@@ -284,7 +275,7 @@ def container_report() -> list[str]:
 
 @pytest.fixture(scope="session")
 def podman():
-    from tests.support import podman as support
+    from facepipe_dev import podman as support
 
     binary = support.find_podman()
     if binary is None:
@@ -296,7 +287,7 @@ def podman():
 @pytest.fixture(scope="session")
 def app_image(podman, container_report: list[str]) -> str:
     """localhost/facepipe:test, built once per session from the real apps/Dockerfile."""
-    from tests.support import podman as support
+    from facepipe_dev import podman as support
 
     built = support.build_app_image(podman)
     container_report.append(f"app image {built.describe()}")
@@ -305,7 +296,7 @@ def app_image(podman, container_report: list[str]) -> str:
 
 @pytest.fixture(scope="session")
 def mosquitto_image(podman, container_report: list[str]) -> str:
-    from tests.support import podman as support
+    from facepipe_dev import podman as support
 
     built = support.build_mosquitto_image(podman)
     container_report.append(f"broker image {built.describe()}")

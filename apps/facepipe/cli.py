@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     log = setup_logging(args.command, common.log_level, common.log_format)
     try:
         if args.command == "run":
-            from facepipe.run import run_pipeline
+            from facepipe_dev.run import run_pipeline
 
             return run_pipeline(settings, log)
         if args.command == "probe":

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.argocd import fleet as f
-from tests.support.argocd import synced_and_healthy
+from facepipe_dev.argocd import synced_and_healthy
 
 BOOTSTRAP_TIMEOUT = 600.0
 # The scenarios share one fleet and each leaves it as it found it or as the next expects, so they

@@ -23,9 +23,9 @@ from typing import Any, TypeVar
 import yaml
 
 from tests.kube.live import find_kubectl
-from tests.support.argocd import NAMESPACE, ArgoCD, ArgoTools, app_state
-from tests.support.gitserver import Checkout, GitHttpServer, git_env
-from tests.support.simcluster import FakeNode, SimTools, SimulatedCluster
+from facepipe_dev.argocd import NAMESPACE, ArgoCD, ArgoTools, app_state
+from facepipe_dev.gitserver import Checkout, GitHttpServer, git_env
+from facepipe_dev.simcluster import FakeNode, SimTools, SimulatedCluster
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "argocd" / "README.md"
@@ -287,7 +287,7 @@ FORK_URL = "https://github.com/acme/facepipe.git"  # the example fork of "Point 
 
 def cloud_secrets(fleet: Fleet, device_ids: list[str]) -> None:
     """Bootstrap step 3: the cloud's Secrets, made outside git (names from argocd/values/cloud.yaml)."""
-    from facepipe.pki import LocalPKI
+    from facepipe_dev.pki import LocalPKI
 
     kubeconfig = fleet.cloud.kubeconfig
     fleet.kubectl_run(kubeconfig, "create", "namespace", FACEPIPE_NS, check=False)

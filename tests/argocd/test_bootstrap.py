@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from tests.argocd import fleet as f
-from tests.support.argocd import app_state, synced_and_healthy
+from facepipe_dev.argocd import app_state, synced_and_healthy
 
 pytestmark = [pytest.mark.argocd]
 

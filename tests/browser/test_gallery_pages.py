@@ -18,15 +18,16 @@ import pytest
 from playwright.sync_api import expect
 
 from facepipe import contract
-from facepipe.brokers import MosquittoBroker
 from facepipe.config import BrokerSettings, CommonSettings, ProcessorSettings, StoreSettings
 from facepipe.contract import Capture, Status
-from facepipe.processes import free_port
-from facepipe.run import ComponentProcess
-from tests.support.gallery import PASSWORDS, start_gallery
-from tests.support.loadgen import LoadGenerator, s3_keys
-from tests.support.mqtt import TestClient, wait_until
-from tests.support.rgw import RadosGateway
+from facepipe_dev.brokers import MosquittoBroker
+from facepipe_dev.components import ComponentProcess
+from facepipe_dev.gallery import PASSWORDS, start_gallery
+from facepipe_dev.loadgen import LoadGenerator
+from facepipe_dev.mqtt import TestClient
+from facepipe_dev.processes import free_port, wait_until
+from facepipe_dev.rgw import RadosGateway
+from facepipe_dev.store import s3_keys
 
 PAGE_SIZE = 60  # the gallery's default page
 BUSY_DEVICE_FACES = PAGE_SIZE + 15  # more than one page

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import helm as h
+from facepipe_dev import helm as h
 
 pytestmark = pytest.mark.skipif(
     not all(shutil.which(b) for b in ("mosquitto", "mosquitto_passwd", "mosquitto_pub", "mosquitto_sub"))
@@ -46,7 +46,7 @@ class Broker:
     """Lay out a rendered broker pod's files under `root` and run Mosquitto on loopback."""
 
     def __init__(self, docs: list[dict[str, Any]], root: Path) -> None:
-        from facepipe.processes import free_port
+        from facepipe_dev.processes import free_port
 
         self.docs = docs
         self.root = root
@@ -96,7 +96,7 @@ class Broker:
         return self.ports[inside]
 
     def __enter__(self) -> Broker:
-        from facepipe.processes import ChildProcess
+        from facepipe_dev.processes import ChildProcess
 
         self.process = ChildProcess("mosquitto", [MOSQUITTO, "-c", str(self.root / "mosquitto.conf")], self.root / "mosquitto.log").start()
         for port in self.ports.values():
@@ -208,7 +208,8 @@ def test_a_device_can_neither_join_the_processors_group_nor_read(helm_any: h.Hel
     reaches the processors (before the fix: half of them, or a quarter with the persistent sessions)."""
     from paho.mqtt.reasoncodes import ReasonCode
 
-    from tests.support.mqtt import TestClient, wait_until
+    from facepipe_dev.mqtt import TestClient
+    from facepipe_dev.processes import wait_until
 
     docs, users = chart_broker_docs(helm_any)
     group = h.effective_values("face-cloud", "default")["processor"]["shareGroup"]

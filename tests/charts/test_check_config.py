@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import helm as h
+from facepipe_dev import helm as h
 
 APP_IMAGE = "facepipe/facepipe"
 CASES = [(chart, profile) for chart in h.CHART_NAMES for profile in h.profile_ids(chart)]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import helm as h
+from facepipe_dev import helm as h
 
 BEGIN, END = "<!-- checkov-skips:begin -->", "<!-- checkov-skips:end -->"
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from facepipe.gallery.auth import parse_users
-from tests.support import helm as h
+from facepipe_dev import helm as h
 
 CHART = "face-cloud"
 HASH = "scrypt$16384$8$1$c2FsdA$a2V5"

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support import helm as h
-from tests.support.prometheus import RULE_FILES
+from facepipe_dev import helm as h
+from facepipe_dev.prometheus import RULE_FILES
 
 MONITORING_KINDS = ("ServiceMonitor", "PodMonitor", "PrometheusRule")
 ALL_ON = {

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from tests.support import helm as h
+from facepipe_dev import helm as h
 
 CASES = [(chart, profile) for chart in h.CHART_NAMES for profile in h.profile_ids(chart)]
 CASE_IDS = [f"{chart}:{profile}" for chart, profile in CASES]
@@ -99,7 +99,7 @@ def test_every_value_is_documented(chart: str) -> None:
 @pytest.mark.parametrize("chart", h.CHART_NAMES)
 def test_readme_values_table_is_current(chart: str) -> None:
     readme = (h.chart_dir(chart) / "README.md").read_text()
-    assert readme == h.render_readme(chart), f"run: python -m tests.support.helm readme charts/{chart}"
+    assert readme == h.render_readme(chart), f"run: python -m facepipe_dev.helm readme charts/{chart}"
 
 
 def _comparable(docs: list[dict]) -> list[dict]:

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from tests.support import helm as h
+from facepipe_dev import helm as h
 
 EDGE_OK = ("cloud.host=mqtt.example.com",)
 

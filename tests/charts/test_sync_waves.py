@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support import helm as h
+from facepipe_dev import helm as h
 
 WAVE = h.SYNC_WAVE
 WAVES = h.SYNC_WAVES

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from facepipe import contract
-from tests.support import helm as h
+from facepipe_dev import helm as h
 
 EDGE = [p for p in h.profile_ids("face-edge")]
 CLOUD = [p for p in h.profile_ids("face-cloud")]

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.support import helm as h
-from tests.support import podman as support
+from facepipe_dev import helm as h
+from facepipe_dev import podman as support
 
 pytestmark = pytest.mark.container
 

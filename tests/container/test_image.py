@@ -8,7 +8,7 @@ import json
 import pytest
 
 from facepipe import __version__
-from tests.support import podman as support
+from facepipe_dev import podman as support
 
 pytestmark = pytest.mark.container
 
@@ -57,6 +57,14 @@ def test_runs_as_non_root_without_a_writable_root(podman: support.Podman, app_im
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().startswith("4."), "the image must carry OpenCV 4 (5 has no CascadeClassifier)"
+
+
+def test_run_command_reaches_the_devkit(podman: support.Podman, app_image: str) -> None:
+    """`facepipe run` lives in the devkit (facepipe_dev), which ships in the image: the command gets as far as
+    starting its brokers and, the image having no Mosquitto, says so (exit 2, no traceback)."""
+    result = support.run_once(podman, app_image, ["run", "--source", "/tmp/none.mp4"], {}, LOCKED_DOWN)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "'mosquitto' not found" in result.stderr and "Traceback" not in result.stderr, result.stderr
 
 
 def test_models_are_baked_in_and_verified(podman: support.Podman, app_image: str) -> None:

@@ -18,9 +18,8 @@ from pathlib import Path
 import pytest
 
 from facepipe.contract import FaceMeta
-from facepipe.processes import free_port, port_open
-from tests.support import podman as support
-from tests.support.mqtt import wait_until
+from facepipe_dev import podman as support
+from facepipe_dev.processes import free_port, port_open, wait_until
 
 pytestmark = pytest.mark.container
 

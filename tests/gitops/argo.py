@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from tests.support import crds
+from facepipe_dev import crds
 
 REPO = Path(__file__).resolve().parents[2]
 ARGOCD = REPO / "argocd"

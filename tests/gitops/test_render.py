@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
+from facepipe_dev import helm as h
 from tests.gitops import argo
-from tests.support import helm as h
 
 if not argo.CRD_DIR.is_dir():
     pytest.skip(f"Argo CD CRD schemas not found at {argo.CRD_DIR}", allow_module_level=True)

@@ -15,12 +15,13 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from facepipe import imaging
-from facepipe.brokers import MosquittoBroker
 from facepipe.config import BrokerSettings, CommonSettings, ProcessorSettings, StoreSettings
 from facepipe.contract import PNG, FaceMeta
 from facepipe.probe import synthetic_face
-from facepipe.run import ComponentProcess
-from tests.support.mqtt import TestClient, wait_until
+from facepipe_dev.brokers import MosquittoBroker
+from facepipe_dev.components import ComponentProcess
+from facepipe_dev.mqtt import TestClient
+from facepipe_dev.processes import wait_until
 
 MAX_BYTES = 200_000
 

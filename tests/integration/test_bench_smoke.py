@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from bench.report import parse_markdown_table
-from facepipe.brokers import find_mosquitto
-from tests.support.rgw import rgw_available
+from facepipe_dev.brokers import find_mosquitto
+from facepipe_dev.rgw import rgw_available
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "bench" / "RESULTS.md"

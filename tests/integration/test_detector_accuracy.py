@@ -7,7 +7,7 @@ import pytest
 
 from facepipe.camera.detect import create_detector
 from facepipe.config import DetectorSettings
-from tests.support.detection import Accuracy, evaluate, wider_subset
+from facepipe_dev.detection import Accuracy, evaluate, wider_subset
 
 # Measured here (2026-11-24, opencv-python-headless 4.14, face_detection_yunet_2023mar, the camera's
 # defaults: detect width 320, score >= 0.6, faces >= 20 px): easy recall 0.582, precision 0.930.

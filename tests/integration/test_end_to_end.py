@@ -16,11 +16,10 @@ from facepipe import contract
 from facepipe.camera.detect import create_detector
 from facepipe.config import DetectorSettings
 from facepipe.contract import FaceMeta
-from facepipe.processes import ChildProcess, port_open
-from tests.support.gallery import GalleryClient
-from tests.support.loadgen import s3_keys
-from tests.support.mqtt import wait_until
-from tests.support.rgw import RadosGateway
+from facepipe_dev.gallery import GalleryClient
+from facepipe_dev.processes import ChildProcess, port_open, wait_until
+from facepipe_dev.rgw import RadosGateway
+from facepipe_dev.store import s3_keys
 
 
 @pytest.fixture(scope="module")

@@ -68,13 +68,14 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from facepipe import contract, imaging
-from facepipe.brokers import MosquittoBroker
 from facepipe.config import BrokerSettings, CommonSettings, ProcessorSettings, StoreSettings
 from facepipe.contract import JPEG, PNG, ContractError, FaceMeta
 from facepipe.probe import synthetic_face
 from facepipe.processor import StoredFace, prepare
-from facepipe.run import ComponentProcess
-from tests.support.mqtt import TestClient, wait_until
+from facepipe_dev.brokers import MosquittoBroker
+from facepipe_dev.components import ComponentProcess
+from facepipe_dev.mqtt import TestClient
+from facepipe_dev.processes import wait_until
 
 LONG = os.environ.get("FACEPIPE_LONG_TESTS", "") not in ("", "0")
 BASE = contract.DEFAULT_REMOTE_TOPIC

@@ -19,16 +19,15 @@ import paho.mqtt.client as paho
 import pytest
 
 from facepipe import contract
-from facepipe.brokers import MosquittoBroker
 from facepipe.config import BrokerSettings, StoreSettings
 from facepipe.contract import Capture, FaceMeta, Status
 from facepipe.probe import synthetic_face
-from facepipe.processes import free_port
-from facepipe.run import ComponentProcess
 from facepipe.storage import ObjectNotFound, Store, open_store
-from tests.support.gallery import GalleryClient, start_gallery, write_users
-from tests.support.mqtt import wait_until
-from tests.support.rgw import RadosGateway
+from facepipe_dev.brokers import MosquittoBroker
+from facepipe_dev.components import ComponentProcess
+from facepipe_dev.gallery import GalleryClient, start_gallery, write_users
+from facepipe_dev.processes import free_port, wait_until
+from facepipe_dev.rgw import RadosGateway
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 YESTERDAY = NOW - timedelta(days=1)

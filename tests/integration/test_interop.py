@@ -7,11 +7,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facepipe.brokers import MosquittoBroker
 from facepipe.camera.camera import crop_box
 from facepipe.camera.detect import create_detector
 from facepipe.config import DetectorSettings
-from tests.support.mqtt import wait_until
+from facepipe_dev.brokers import MosquittoBroker
+from facepipe_dev.processes import wait_until
 
 
 def test_mosquitto_sub_receives_the_face_crop_as_png(

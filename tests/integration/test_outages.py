@@ -1,6 +1,6 @@
 """Outages (issue 5): a broker, a component or S3 goes away mid-run; every face is stored exactly once.
 
-Faces come from `LoadGenerator` (tests/support/loadgen.py), a stand-in for the camera that
+Faces come from the devkit's `LoadGenerator` (facepipe_dev.loadgen), a stand-in for the camera that
 publishes valid synthetic faces to the EDGE broker at a steady rate with its own boot id and seq
 0..N-1 and waits for the edge broker's PUBACK of each, so "sent" is exactly what the edge broker
 accepted. The edge-broker restart test and the camera SIGTERM test use the real camera on the test
@@ -26,33 +26,24 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from facepipe.brokers import MosquittoBroker
-from facepipe.config import (
-    BrokerSettings,
-    CameraSettings,
-    CommonSettings,
-    DetectorSettings,
-    ForwarderSettings,
-    LoggerSettings,
-    ProcessorSettings,
-    StoreSettings,
-)
-from facepipe.run import ComponentProcess
-from tests.support.loadgen import Accounting, LoadGenerator, account, directory_keys, parse_key, s3_keys
-from tests.support.mqtt import wait_until
-from tests.support.rgw import RadosGateway
+from facepipe.config import CameraSettings, DetectorSettings
+from facepipe_dev.brokers import MosquittoBroker
+from facepipe_dev.components import ComponentProcess, start_ready
+from facepipe_dev.loadgen import LoadGenerator
+from facepipe_dev.processes import poll, wait_until
+from facepipe_dev.rgw import RadosGateway
+from facepipe_dev.rig import DEVICE, Rig
+from facepipe_dev.store import Accounting, Store, account, directory_keys, parse_key
 
 LONG = os.environ.get("FACEPIPE_LONG_TESTS", "") not in ("", "0")
 SHORT_OUTAGE = float(os.environ.get("FACEPIPE_OUTAGE_SECONDS", "8"))
 RATE = 20.0  # faces per second from the load generator
-DEVICE = "edge-1"
 LEAD_SECONDS = 2.0  # faces flowing (and being stored) before the outage
 TAIL_SECONDS = 2.0  # faces flowing after the recovery
 DRAIN_TIMEOUT = 120.0  # the longest wait for the backlog to be stored after the load stops
@@ -73,79 +64,19 @@ def outage_lengths(long_seconds: float) -> list[Any]:
 # --- the pieces each test starts ---------------------------------------------------------------
 
 
-class Rig:
-    """Forwarder and processor between an edge and a cloud broker; everything started is stopped by `close()`."""
-
-    def __init__(self, workdir: Path, edge: MosquittoBroker, cloud: MosquittoBroker) -> None:
-        self.workdir = workdir
-        self.edge_broker, self.cloud_broker = edge, cloud
-        self.common = CommonSettings(device_id=DEVICE)
-        self.edge = BrokerSettings(host=edge.host, port=edge.port)
-        self.cloud = BrokerSettings(host=cloud.host, port=cloud.port, topic="cam_bin_remote")
-        self.components: list[ComponentProcess] = []
-        self.loads: list[LoadGenerator] = []
-        self.store_dir = workdir / "faces"
-
-    def add(self, name: str, settings: Any, extra_env: dict[str, str] | None = None) -> ComponentProcess:
-        component = ComponentProcess(name, settings, self.workdir, extra_env)
-        self.components.append(component)
-        return component
-
-    def processor(self, storage: StoreSettings | None = None, extra_env: dict[str, str] | None = None) -> ComponentProcess:
-        storage = storage or StoreSettings(store=f"file://{self.store_dir}")
-        settings = ProcessorSettings(common=replace(self.common, device_id="cloud"), broker=self.cloud, storage=storage)
-        return self.add("processor", settings, extra_env)
-
-    def forwarder(self) -> ComponentProcess:
-        return self.add("forwarder", ForwarderSettings(common=self.common, local=self.edge, remote=self.cloud))
-
-    def logger(self) -> ComponentProcess:
-        return self.add("logger", LoggerSettings(common=self.common, broker=self.edge))
-
-    def camera(self, model_dir: Path, source: Path, qos: int | None = None, **options: Any) -> tuple[CameraSettings, ComponentProcess]:
-        """A camera on the edge broker (at `qos`, else the default) publishing every face, started and ready."""
-        broker = self.edge if qos is None else replace(self.edge, qos=qos)
-        settings = CameraSettings(
-            common=self.common,
-            broker=broker,
-            detect=DetectorSettings(model_dir=str(model_dir)),
-            source=str(source),
-            publish_policy="every",
-            **options,
-        )
-        (camera,) = start_ready(self.add("camera", settings))
-        return settings, camera
-
-    def pipeline(self, storage: StoreSettings | None = None, extra_env: dict[str, str] | None = None) -> tuple[ComponentProcess, ...]:
-        """Processor and forwarder, started and ready."""
-        return start_ready(self.processor(storage, extra_env), self.forwarder())
-
-    def load(self, rate: float = RATE) -> LoadGenerator:
-        generator = LoadGenerator(self.edge_broker.host, self.edge_broker.port, device=DEVICE, rate=rate)
-        self.loads.append(generator)
-        return generator.start()
-
-    def lead_in(self, predicate: Callable[[], bool], what: str) -> LoadGenerator:
-        """Start the load; once LEAD_SECONDS of faces are sent, wait until `predicate` holds."""
-        load = self.load()
-        load.wait_sent(int(RATE * LEAD_SECONDS))
-        wait_until(predicate, what=what)
-        return load
-
-    def close(self) -> None:
-        for generator in self.loads:
-            generator.close()
-        for component in reversed(self.components):
-            component.stop()
+def start_camera(rig: Rig, model_dir: Path, source: Path, qos: int | None = None, **options: Any) -> tuple[CameraSettings, ComponentProcess]:
+    """A camera on the edge broker (at `qos`, else the default) publishing every face, started and ready."""
+    detect = DetectorSettings(model_dir=str(model_dir))
+    (camera,) = start_ready(rig.camera(qos=qos, detect=detect, source=str(source), publish_policy="every", **options))
+    return camera.settings, camera
 
 
-def start_ready(*components: ComponentProcess) -> tuple[ComponentProcess, ...]:
-    """Start the components, then wait until each is ready."""
-    for component in components:
-        component.start()
-    for component in components:
-        component.wait_ready()
-    return components
+def lead_in(rig: Rig, predicate: Callable[[], bool], what: str) -> LoadGenerator:
+    """Start the load; once LEAD_SECONDS of faces are sent, wait until `predicate` holds."""
+    load = rig.load(rate=RATE)
+    load.wait_sent(int(RATE * LEAD_SECONDS))
+    wait_until(predicate, what=what)
+    return load
 
 
 def camera_seqs(camera: ComponentProcess, camera_id: str) -> tuple[dict[str, Any], int, tuple[str, str, str]]:
@@ -156,19 +87,12 @@ def camera_seqs(camera: ComponentProcess, camera_id: str) -> tuple[dict[str, Any
 
 @pytest.fixture
 def rig(tmp_path: Path, edge_broker: MosquittoBroker, cloud_broker: MosquittoBroker) -> Iterator[Rig]:
-    made = Rig(tmp_path, edge_broker, cloud_broker)
-    try:
+    with Rig.on(tmp_path, edge_broker, cloud_broker) as made:
         yield made
-    finally:
-        made.close()
-
-
-def metric(component: ComponentProcess, name: str) -> float:
-    return component.metrics().get(name, 0.0)
 
 
 def stored_total(processor: ComponentProcess) -> float:
-    return metric(processor, "facepipe_processor_stored_total")
+    return processor.metric("facepipe_processor_stored_total")
 
 
 def stored_events(processor: ComponentProcess) -> int:
@@ -199,10 +123,10 @@ def wait_accounted(
         if result.objects != last_objects:
             progress_at, last_objects = time.monotonic(), result.objects
         time.sleep(0.25)
-    quiet_since, last = time.monotonic(), metric(processor, "facepipe_processor_received_total")
+    quiet_since, last = time.monotonic(), processor.metric("facepipe_processor_received_total")
     while time.monotonic() - quiet_since < 1.5 and time.monotonic() < deadline + 10:
         time.sleep(0.25)
-        now = metric(processor, "facepipe_processor_received_total")
+        now = processor.metric("facepipe_processor_received_total")
         if now != last:
             quiet_since, last = time.monotonic(), now
     return account(sent, keys(), stream, processor_stored_total=stored_events(processor))
@@ -228,16 +152,6 @@ def tail_accounted(load: LoadGenerator, keys: Callable[[], list[str]], processor
     load.wait_sent(load.sent_count() + int(RATE * TAIL_SECONDS), timeout=30)
     load.stop()
     return wait_accounted(keys, load.sent, load.stream, processor)
-
-
-def poll(predicate: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
-    """Like wait_until, but returns False on timeout (the caller reports, then asserts)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
 
 
 def report(label: str, accounting: Accounting, **extra: Any) -> None:
@@ -271,14 +185,14 @@ def test_cloud_broker_down_every_face_stored_once(rig: Rig, outage: float) -> No
     there, plus whatever the forwarder buffers itself) until the cloud broker returns.
     """
     processor, forwarder = rig.pipeline()
-    load = rig.lead_in(lambda: stored_total(processor) > 0, "faces stored before the outage")
+    load = lead_in(rig, lambda: stored_total(processor) > 0, "faces stored before the outage")
 
     down_at, up_at = outage_window(rig.cloud_broker.stop, outage, rig.cloud_broker.start)
 
-    result = tail_accounted(load, lambda: directory_keys(rig.store_dir), processor)
+    result = tail_accounted(load, rig.store.keys, processor)
     during = sent_between(load, down_at, up_at)
-    f_connects = metric(forwarder, 'facepipe_mqtt_connects_total{broker="cloud"}')
-    p_connects = metric(processor, 'facepipe_mqtt_connects_total{broker="cloud"}')
+    f_connects = forwarder.metric('facepipe_mqtt_connects_total{broker="cloud"}')
+    p_connects = processor.metric('facepipe_mqtt_connects_total{broker="cloud"}')
     report(
         f"cloud broker down {outage:g}s", result, sent_during_outage=during, forwarder_connects=f_connects, processor_connects=p_connects
     )
@@ -301,23 +215,23 @@ def test_forwarder_sigkill_every_face_stored_once(rig: Rig) -> None:
     their own objects (redeliveries), never adding one.
     """
     processor, forwarder = rig.pipeline()
-    load = rig.lead_in(lambda: metric(forwarder, "facepipe_forwarder_forwarded_total") > 0, "faces forwarded before the kill")
+    load = lead_in(rig, lambda: forwarder.metric("facepipe_forwarder_forwarded_total") > 0, "faces forwarded before the kill")
 
     killed_at, restarted_at = outage_window(forwarder.kill, 3.0, lambda: forwarder.start().wait_ready())
 
-    result = tail_accounted(load, lambda: directory_keys(rig.store_dir), processor)
+    result = tail_accounted(load, rig.store.keys, processor)
     while_dead = sent_between(load, killed_at, restarted_at)
     sessions = broker_log_connections(rig.edge_broker, f"facepipe-forwarder-{DEVICE}")
     report(
         "forwarder SIGKILL",
         result,
         sent_while_dead=while_dead,
-        received_after_restart=metric(forwarder, "facepipe_forwarder_received_total"),
+        received_after_restart=forwarder.metric("facepipe_forwarder_received_total"),
     )
     assert while_dead > 0
     assert len(sessions) == 2, f"the forwarder connected twice with the same client id: {sessions}"
     assert all("c0" in line for line in sessions), f"clean start off (persistent session): {sessions}"
-    assert metric(forwarder, "facepipe_forwarder_received_total") >= while_dead, "the queued faces reached the new forwarder"
+    assert forwarder.metric("facepipe_forwarder_received_total") >= while_dead, "the queued faces reached the new forwarder"
     assert_exactly_once(result)
     assert result.unexpected == 0
 
@@ -333,11 +247,11 @@ def test_processor_sigkill_every_face_stored_once(rig: Rig) -> None:
     overwrite their own objects.
     """
     processor, _forwarder = rig.pipeline()
-    load = rig.lead_in(lambda: stored_total(processor) > 0, "faces stored before the kill")
+    load = lead_in(rig, lambda: stored_total(processor) > 0, "faces stored before the kill")
 
     killed_at, restarted_at = outage_window(processor.kill, 3.0, lambda: processor.start().wait_ready())
 
-    result = tail_accounted(load, lambda: directory_keys(rig.store_dir), processor)
+    result = tail_accounted(load, rig.store.keys, processor)
     while_dead = sent_between(load, killed_at, restarted_at)
     sessions = broker_log_connections(rig.cloud_broker, "facepipe-processor-cloud")
     report("processor SIGKILL", result, sent_while_dead=while_dead)
@@ -356,20 +270,18 @@ def test_s3_down_every_face_stored_once(rig: Rig, rgw: RadosGateway, s3_bucket: 
     """The S3 server (Ceph RGW) is stopped for `outage` seconds while faces flow: the processor retries
     each failed store with backoff and acknowledges nothing it has not stored, so once S3 is back
     every face is stored exactly once."""
-    storage = StoreSettings(store=f"s3://{s3_bucket}/faces", s3_endpoint_url=rgw.endpoint_url, s3_region=rgw.region)
-    processor, _forwarder = rig.pipeline(storage, extra_env=rgw.env())
-    s3 = rgw.client()
+    processor, _forwarder = rig.pipeline(Store.s3(rgw, s3_bucket, create=False))
 
     def keys() -> list[str]:
-        return s3_keys(s3, s3_bucket, "faces/")
+        return rig.store.keys("faces/")
 
-    load = rig.lead_in(lambda: stored_total(processor) > 0, "faces stored before the outage")
+    load = lead_in(rig, lambda: stored_total(processor) > 0, "faces stored before the outage")
     # The gateway is shared by the session: outage_window always brings it back.
     down_at, up_at = outage_window(rgw.stop_gateway, outage, rgw.start_gateway)
 
     result = tail_accounted(load, keys, processor)
     during = sent_between(load, down_at, up_at)
-    errors = metric(processor, "facepipe_processor_store_errors_total")
+    errors = processor.metric("facepipe_processor_store_errors_total")
     report(f"S3 down {outage:g}s", result, sent_during_outage=during, store_errors=errors)
     assert during >= RATE * outage * 0.8
     assert errors > 0, "the processor saw the outage (failed store attempts, retried)"
@@ -446,10 +358,11 @@ def test_edge_broker_restart_camera_and_logger_resume(rig: Rig, long_clip: Path,
       between, and a face written to the dying broker's socket is gone without an error. Such an
       excess is printed and must be adjacent to the dropped seqs (one run of missing seqs).
     """
-    store_dir = rig.store_dir
+    store_dir = rig.store.root
+    assert store_dir is not None
     processor, forwarder, logger = start_ready(rig.processor(), rig.forwarder(), rig.logger())
-    camera_settings, camera = rig.camera(model_dir, long_clip, qos=camera_qos, realtime=True)
-    wait_until(lambda: metric(logger, "facepipe_logger_faces_total") >= 20, timeout=30, what="faces flowing before the restart")
+    camera_settings, camera = start_camera(rig, model_dir, long_clip, qos=camera_qos, realtime=True)
+    wait_until(lambda: logger.metric("facepipe_logger_faces_total") >= 20, timeout=30, what="faces flowing before the restart")
 
     rig.edge_broker.stop()
     stopped_at = time.time()
@@ -457,9 +370,9 @@ def test_edge_broker_restart_camera_and_logger_resume(rig: Rig, long_clip: Path,
     rig.edge_broker.start()
     started_at = time.time()
     for component in (camera, logger):  # one broker link each (labelled "edge" and "local")
-        wait_until(lambda c=component: metric(c, "facepipe_mqtt_connects_total") >= 2, timeout=30, what=f"{component.name} reconnected")
-    wait_until(lambda: metric(forwarder, 'facepipe_mqtt_connects_total{broker="edge"}') >= 2, timeout=30, what="forwarder reconnected")
-    camera_dropped_metric = metric(camera, 'facepipe_camera_faces_dropped_total{reason="broker_unavailable"}')
+        wait_until(lambda c=component: c.metric("facepipe_mqtt_connects_total") >= 2, timeout=30, what=f"{component.name} reconnected")
+    wait_until(lambda: forwarder.metric('facepipe_mqtt_connects_total{broker="edge"}') >= 2, timeout=30, what="forwarder reconnected")
+    camera_dropped_metric = camera.metric('facepipe_camera_faces_dropped_total{reason="broker_unavailable"}')
     wait_until(lambda: not camera.process.running(), timeout=90, what="the camera to finish the clip")
     assert camera.process.returncode() == 0, camera.process.log_tail()
     summary, seqs, stream = camera_seqs(camera, camera_settings.camera_id)
@@ -546,8 +459,8 @@ def test_camera_sigterm_waits_for_its_acknowledgements(rig: Rig, test_video: Pat
     in about half the runs (the faces of the last frame, or the track flush).
     """
     processor, _forwarder = rig.pipeline()
-    camera_settings, camera = rig.camera(model_dir, test_video, loop=True)  # flat out: a steady stream of faces
-    wait_until(lambda: metric(camera, "facepipe_camera_faces_published_total") >= 50, timeout=30, what="faces published")
+    camera_settings, camera = start_camera(rig, model_dir, test_video, loop=True)  # flat out: a steady stream of faces
+    wait_until(lambda: camera.metric("facepipe_camera_faces_published_total") >= 50, timeout=30, what="faces published")
     broker = rig.edge_broker.process
     assert broker is not None
     try:
@@ -560,7 +473,7 @@ def test_camera_sigterm_waits_for_its_acknowledgements(rig: Rig, test_video: Pat
     wait_until(lambda: not camera.process.running(), timeout=90, what="the camera to stop")
     camera.stop()
     summary, seqs, stream = camera_seqs(camera, camera_settings.camera_id)
-    result = wait_accounted(lambda: directory_keys(rig.store_dir), list(range(seqs)), stream, processor, timeout=30, idle_timeout=5)
+    result = wait_accounted(rig.store.keys, list(range(seqs)), stream, processor, timeout=30, idle_timeout=5)
     report("camera SIGTERM, acks late", result, camera_published=summary["published"], camera_dropped=summary["dropped"])
     assert summary["dropped"] == 0, f"the camera dropped faces on a clean stop with its broker up: {summary}"
     assert_exactly_once(result)
@@ -581,16 +494,16 @@ def test_camera_reconnect_keeps_order_so_logger_counts_no_false_loss(rig: Rig, l
     late); without the pauses the same misreport shows up in some runs of the edge-broker test.
     """
     processor, forwarder, logger = start_ready(rig.processor(), rig.forwarder(), rig.logger())
-    camera_settings, camera = rig.camera(model_dir, long_clip, realtime=True)
-    wait_until(lambda: metric(logger, "facepipe_logger_faces_total") >= 20, timeout=30, what="faces flowing")
+    camera_settings, camera = start_camera(rig, model_dir, long_clip, realtime=True)
+    wait_until(lambda: logger.metric("facepipe_logger_faces_total") >= 20, timeout=30, what="faces flowing")
 
     rig.edge_broker.stop()
     time.sleep(2.0)  # the camera keeps its faces (QoS 1 backlog)
     camera.process.signal(signal.SIGSTOP)
     try:
         rig.edge_broker.start()
-        wait_until(lambda: metric(logger, "facepipe_mqtt_connects_total") >= 2, timeout=30, what="logger reconnected")
-        wait_until(lambda: metric(forwarder, 'facepipe_mqtt_connects_total{broker="edge"}') >= 2, timeout=30, what="forwarder reconnected")
+        wait_until(lambda: logger.metric("facepipe_mqtt_connects_total") >= 2, timeout=30, what="logger reconnected")
+        wait_until(lambda: forwarder.metric('facepipe_mqtt_connects_total{broker="edge"}') >= 2, timeout=30, what="forwarder reconnected")
         broker = rig.edge_broker.process
         assert broker is not None
         broker.signal(signal.SIGSTOP)
@@ -603,11 +516,11 @@ def test_camera_reconnect_keeps_order_so_logger_counts_no_false_loss(rig: Rig, l
         camera.process.signal(signal.SIGCONT)
     wait_until(lambda: not camera.process.running(), timeout=90, what="the camera to finish the clip")
     summary, seqs, stream = camera_seqs(camera, camera_settings.camera_id)
-    poll(lambda: metric(logger, "facepipe_logger_faces_total") + metric(logger, "facepipe_logger_lost_total") >= seqs, timeout=15)
+    poll(lambda: logger.metric("facepipe_logger_faces_total") + logger.metric("facepipe_logger_lost_total") >= seqs, timeout=15)
     m = logger.metrics()
     logger_seen, logger_lost = int(m.get("facepipe_logger_faces_total", 0)), int(m.get("facepipe_logger_lost_total", 0))
     logger_dups = int(m.get("facepipe_logger_duplicates_total", 0))
-    result = wait_accounted(lambda: directory_keys(rig.store_dir), list(range(seqs)), stream, processor, timeout=60)
+    result = wait_accounted(rig.store.keys, list(range(seqs)), stream, processor, timeout=60)
     report(
         "camera reconnect order", result, camera_published=summary["published"], camera_dropped=summary["dropped"],
         logger_seen=logger_seen, logger_lost=logger_lost, logger_duplicates=logger_dups,

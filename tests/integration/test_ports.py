@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from facepipe.processes import ChildProcess, free_port
+from facepipe_dev.processes import ChildProcess, free_port
 
 
 def test_a_second_component_on_a_taken_http_port_stops_with_one_line_naming_port_and_setting(tmp_path: Path) -> None:

@@ -14,15 +14,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from facepipe import contract
-from facepipe.brokers import MosquittoBroker
 from facepipe.config import BrokerSettings, CommonSettings, ProcessorSettings, StoreSettings
 from facepipe.contract import FaceMeta
 from facepipe.probe import synthetic_face
-from facepipe.run import ComponentProcess
 from facepipe.storage.s3 import CHECK_KEY
-from tests.support.loadgen import s3_keys
-from tests.support.mqtt import TestClient, wait_until
-from tests.support.rgw import RadosGateway
+from facepipe_dev.brokers import MosquittoBroker
+from facepipe_dev.components import ComponentProcess
+from facepipe_dev.mqtt import TestClient
+from facepipe_dev.processes import wait_until
+from facepipe_dev.rgw import RadosGateway
+from facepipe_dev.store import s3_keys
 
 BASE = contract.DEFAULT_REMOTE_TOPIC
 

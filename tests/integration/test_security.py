@@ -3,7 +3,7 @@
 The cloud broker here is configured as the charts configure it: anonymous clients refused, one
 user per device allowed to publish only `cam_bin_remote/<its user name>` (and its components'
 status under it), a processor user allowed only to read `cam_bin_remote/#`, and a TLS listener with a certificate from a throwaway
-CA (facepipe.pki). The processor and the forwarder run as real `facepipe` processes
+CA (facepipe_dev.pki). The processor and the forwarder run as real `facepipe` processes
 connecting over TLS with their own credentials.
 """
 
@@ -23,15 +23,16 @@ import pytest
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from facepipe.brokerauth import CloudAuth, mosquitto_passwd_available
-from facepipe.brokers import BrokerSecurity, MosquittoBroker
-from facepipe.config import BrokerSettings, CommonSettings, ForwarderSettings, ProcessorSettings, StoreSettings
+from facepipe.config import BrokerSettings, CommonSettings
 from facepipe.contract import FaceMeta
-from facepipe.pki import LocalPKI, openssl_available
 from facepipe.probe import synthetic_face
-from facepipe.processes import free_port
-from facepipe.run import ComponentProcess
-from tests.support.mqtt import TestClient, wait_until
+from facepipe_dev.brokerauth import CloudAuth, mosquitto_passwd_available
+from facepipe_dev.brokers import MosquittoBroker, secured
+from facepipe_dev.components import ComponentProcess
+from facepipe_dev.mqtt import TestClient
+from facepipe_dev.pki import LocalPKI, openssl_available
+from facepipe_dev.processes import wait_until
+from facepipe_dev.rig import Rig, Uplink
 
 BASE = "cam_bin_remote"
 DEVICES = {"edge-a": "pw-a-7f3c", "edge-b": "pw-b-19d2"}
@@ -147,16 +148,7 @@ def auth(tmp_path_factory: pytest.TempPathFactory) -> CloudAuth:
 
 
 def start_secure_broker(workdir: Path, pki: LocalPKI, auth: CloudAuth, require_client_certificate: bool = False) -> MosquittoBroker:
-    server = pki.server()
-    security = BrokerSecurity(
-        password_file=auth.password_file, acl_file=auth.acl_file, tls_port=free_port(),
-        ca_file=pki.ca_file, cert_file=server.cert_file, key_file=server.key_file,
-        require_client_certificate=require_client_certificate,
-    )  # fmt: skip
-    broker = MosquittoBroker(workdir, name="cloud-broker", security=security).start()
-    assert broker.process is not None
-    broker.process.wait_for_port(broker.host, security.tls_port or 0)
-    return broker
+    return MosquittoBroker(workdir, name="cloud-broker", security=secured(pki, auth, require_client_certificate)).start()
 
 
 @pytest.fixture(scope="module")
@@ -179,13 +171,14 @@ def remote_settings(broker: MosquittoBroker, pki: LocalPKI, user: tuple[str, str
     )  # fmt: skip
 
 
+def secure_rig(workdir: Path, processor: BrokerSettings, forwarder: BrokerSettings | None = None, edge: MosquittoBroker | None = None) -> Rig:
+    """A rig whose processor (and forwarder) reach the cloud broker over TLS with their own credentials."""
+    local = BrokerSettings(host=edge.host, port=edge.port) if edge is not None else BrokerSettings()
+    return Rig(workdir, local, Uplink(forwarder=forwarder or processor, processor=processor), common=CommonSettings(device_id="edge-a"))
+
+
 def start_processor(workdir: Path, broker_settings: BrokerSettings, wait: bool = True) -> ComponentProcess:
-    settings = ProcessorSettings(
-        common=CommonSettings(device_id="cloud"),
-        broker=broker_settings,
-        storage=StoreSettings(store=f"file://{workdir / 'faces'}"),
-    )
-    processor = ComponentProcess("processor", settings, workdir).start()
+    processor = secure_rig(workdir, broker_settings).processor().start()
     return processor.wait_ready() if wait else processor
 
 
@@ -366,23 +359,24 @@ def test_forwarder_over_tls_with_device_credentials_delivers_and_impersonation_i
     A second forwarder on the same edge that calls itself edge-b but holds edge-a's credentials
     publishes under cam_bin_remote/edge-b: the broker refuses it and that forwarder counts it.
     """
-    processor = start_processor(tmp_path, remote_settings(cloud, pki, PROCESSOR, client_id="processor-e2e"))
-    edge = BrokerSettings(host=edge_broker.host, port=edge_broker.port, topic="cam_bin")
+    device_credentials = ("edge-a", DEVICES["edge-a"])
+    rig = secure_rig(
+        tmp_path, remote_settings(cloud, pki, PROCESSOR, client_id="processor-e2e"), remote_settings(cloud, pki, device_credentials), edge_broker
+    )
+    processor = rig.processor()
     forwarders = {
-        name: ComponentProcess(
-            "forwarder",
-            ForwarderSettings(
-                common=CommonSettings(device_id=device),
-                local=replace(edge, client_id=f"fwd-local-{name}"),
-                remote=remote_settings(cloud, pki, ("edge-a", DEVICES["edge-a"]), client_id=f"fwd-remote-{name}"),
-                spool_dir=str(tmp_path / f"spool-{name}"),
-            ),
-            tmp_path / name,
+        name: rig.forwarder(
+            label=name,
+            common=CommonSettings(device_id=device),
+            local=replace(rig.local, client_id=f"fwd-local-{name}"),
+            remote=replace(rig.uplink.forwarder, client_id=f"fwd-remote-{name}"),
+            spool_dir=str(tmp_path / f"spool-{name}"),
         )
         for name, device in (("honest", "edge-a"), ("impostor", "edge-b"))
     }
     camera = None
     try:
+        processor.start().wait_ready()
         for forwarder in forwarders.values():
             forwarder.start()
         for forwarder in forwarders.values():
@@ -409,6 +403,4 @@ def test_forwarder_over_tls_with_device_credentials_delivers_and_impersonation_i
     finally:
         if camera is not None:
             camera.close()
-        for forwarder in forwarders.values():
-            forwarder.stop()
-        processor.stop()
+        rig.close()

@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 
 from facepipe import config
-from facepipe.brokers import MosquittoBroker
 from facepipe.config import BrokerSettings, CameraSettings, CommonSettings, DetectorSettings
-from facepipe.run import ComponentProcess
-from tests.support.mqtt import wait_until
+from facepipe_dev.brokers import MosquittoBroker
+from facepipe_dev.components import ComponentProcess
+from facepipe_dev.processes import wait_until
 
 USER = "admin"
 PASSWORD = "p@ss:w/rd-S3cret%41"  # characters that must be percent-encoded in a URL

@@ -4,27 +4,18 @@ and last will, the forwarder's relay into the device's subtree, and the fleet me
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from facepipe import contract
-from facepipe.brokers import MosquittoBroker
-from facepipe.config import (
-    BrokerSettings,
-    CameraSettings,
-    CommonSettings,
-    DetectorSettings,
-    ForwarderSettings,
-    LoggerSettings,
-    ProcessorSettings,
-    StatusSettings,
-    StoreSettings,
-)
+from facepipe.config import BrokerSettings, CommonSettings, DetectorSettings, StatusSettings
 from facepipe.contract import Status
-from facepipe.run import ComponentProcess
-from tests.support.mqtt import TestClient, wait_until
+from facepipe_dev.brokers import MosquittoBroker
+from facepipe_dev.components import ComponentProcess
+from facepipe_dev.mqtt import TestClient
+from facepipe_dev.processes import wait_until
+from facepipe_dev.rig import Rig
 
 DEVICE = "edge-st"
 BASE = "cam_bin_remote"
@@ -47,54 +38,29 @@ def retained(broker: MosquittoBroker, topic_filter: str, count: int) -> dict[str
     return {m.topic: Status.from_json(m.payload) for m in messages}
 
 
-class Device:
-    """One device's edge components on its edge broker, and processors on the cloud broker."""
+def start_processor(rig: Rig, share_group: str = "") -> ComponentProcess:
+    return rig.processor(share_group=share_group, label=f"processor-{share_group or 'plain'}").start()
 
-    def __init__(self, workdir: Path, edge: MosquittoBroker, cloud: MosquittoBroker, model_dir: Path) -> None:
-        self.workdir, self.model_dir = workdir, model_dir
-        self.common = CommonSettings(device_id=DEVICE)
-        self.edge = BrokerSettings(host=edge.host, port=edge.port)
-        self.cloud = BrokerSettings(host=cloud.host, port=cloud.port, topic=BASE)
-        self.started: list[ComponentProcess] = []
 
-    def start(self, name: str, settings: object, **kwargs: str) -> ComponentProcess:
-        component = ComponentProcess(name, settings, self.workdir / kwargs.get("folder", name)).start()
-        self.started.append(component)
-        return component
-
-    def processor(self, share_group: str = "") -> ComponentProcess:
-        settings = ProcessorSettings(
-            common=replace(self.common, device_id="cloud"), broker=self.cloud, share_group=share_group,
-            storage=StoreSettings(store=f"file://{self.workdir / 'faces'}"),
-        )  # fmt: skip
-        return self.start("processor", settings, folder=f"processor-{share_group or 'plain'}")
-
-    def camera(self, source: Path, folder: str = "camera") -> ComponentProcess:
-        settings = CameraSettings(
-            common=self.common, broker=self.edge, status=FAST, detect=DetectorSettings(model_dir=str(self.model_dir)),
-            source=str(source), loop=True, max_fps=5,
-        )  # fmt: skip
-        return self.start("camera", settings, folder=folder)
-
-    def close(self) -> None:
-        for component in reversed(self.started):
-            component.stop()
+def start_camera(rig: Rig, model_dir: Path, source: Path, label: str = "camera") -> ComponentProcess:
+    detect = DetectorSettings(model_dir=str(model_dir))
+    return rig.camera(status=FAST, detect=detect, source=str(source), loop=True, max_fps=5, label=label).start()
 
 
 @pytest.fixture
-def device(tmp_path: Path, edge_broker: MosquittoBroker, cloud_broker: MosquittoBroker, model_dir: Path) -> Iterator[Device]:
-    rig = Device(tmp_path, edge_broker, cloud_broker, model_dir)
-    yield rig
-    rig.close()
+def rig(tmp_path: Path, edge_broker: MosquittoBroker, cloud_broker: MosquittoBroker) -> Iterator[Rig]:
+    """One device's edge components on its edge broker, and processors on the cloud broker."""
+    with Rig.on(tmp_path, edge_broker, cloud_broker, common=CommonSettings(device_id=DEVICE), remote=BrokerSettings(topic=BASE)) as made:
+        yield made
 
 
 def test_edge_components_announce_themselves_and_every_processor_sees_the_fleet(
-    device: Device, edge_broker: MosquittoBroker, cloud_broker: MosquittoBroker, shared_data: Path
+    rig: Rig, edge_broker: MosquittoBroker, cloud_broker: MosquittoBroker, shared_data: Path, model_dir: Path
 ) -> None:
-    plain, shared = device.processor(), device.processor(share_group="procs")
-    forwarder = device.start("forwarder", ForwarderSettings(common=device.common, local=device.edge, remote=device.cloud, status=FAST))
-    logger = device.start("logger", LoggerSettings(common=device.common, broker=device.edge, status=FAST))
-    camera = device.camera(shared_data / "images" / "skimage")
+    plain, shared = start_processor(rig), start_processor(rig, share_group="procs")
+    forwarder = rig.forwarder(status=FAST).start()
+    logger = rig.logger(status=FAST).start()
+    camera = start_camera(rig, model_dir, shared_data / "images" / "skimage")
     for component in (plain, shared, forwarder, logger, camera):
         component.wait_ready()
 
@@ -130,7 +96,7 @@ def test_edge_components_announce_themselves_and_every_processor_sees_the_fleet(
     assert fleet(plain, "camera_source", device=DEVICE, camera="cam0", state="opened") == 1
 
     # A camera whose source does not exist says `failed` before it exits.
-    failing = device.camera(device.workdir / "missing.mp4", folder="camera-failing")
+    failing = start_camera(rig, model_dir, rig.workdir / "missing.mp4", label="camera-failing")
     wait_until(lambda: not failing.process.running(), what="the failing camera to exit")
     assert failing.process.returncode() == 2
     wait_until(lambda: fleet(plain, "camera_source", device=DEVICE, camera="cam0", state="failed") == 1, what="source failed")
@@ -144,8 +110,8 @@ def test_edge_components_announce_themselves_and_every_processor_sees_the_fleet(
     assert all(plain.metrics().get(f'facepipe_fleet_status_rejected_total{{reason="{r}"}}', 0) == 0 for r in ("bad_status",))
 
 
-def test_a_device_posing_as_another_in_its_status_is_counted_and_ignored(device: Device, cloud_broker: MosquittoBroker) -> None:
-    processor = device.processor()
+def test_a_device_posing_as_another_in_its_status_is_counted_and_ignored(rig: Rig, cloud_broker: MosquittoBroker) -> None:
+    processor = start_processor(rig)
     processor.wait_ready()
     client = TestClient(cloud_broker.host, cloud_broker.port)
     try:

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from facepipe.config import StoreSettings
-from facepipe.processes import free_port
 from facepipe.storage import Listing, ObjectNotFound, Store, StoreUnavailable, open_store
-from tests.support.rgw import RadosGateway
+from facepipe_dev.processes import free_port
+from facepipe_dev.rgw import RadosGateway
 
 # Names chosen so that '-', '.', '/' and digits meet at the same position: S3 orders them by byte.
 KEYS = [

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from facepipe_dev import helm as h
 from tests.kube import live
-from tests.support import helm as h
 
 
 def assert_deployed_and_on_server(release: live.Release) -> None:

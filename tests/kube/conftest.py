@@ -1,4 +1,4 @@
-"""Fixtures of the tests against a live API server (marker `kube`): see live.py and tests/support/kube.py."""
+"""Fixtures of the tests against a live API server (marker `kube`): see live.py and apps/facepipe_dev/kube.py."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from facepipe_dev import helm as h
 from tests.kube import live
-from tests.support import helm as h
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """Helpers for the tests against the live API server (tests/kube): helm releases, discovery, Secrets.
 
-The API server comes from the session fixture `kube_api` (tests/conftest.py, tests/support/kube.py).
-Helm runs with `--kubeconfig` pointing at it (tests.support.helm.Helm drops KUBECONFIG from its
+The API server comes from the session fixture `kube_api` (tests/conftest.py, apps/facepipe_dev/kube.py).
+Helm runs with `--kubeconfig` pointing at it (facepipe_dev.helm.Helm drops KUBECONFIG from its
 environment on purpose) and never with `--wait`: there is no kubelet, so no pod ever becomes ready.
 """
 
@@ -21,8 +21,8 @@ from typing import Any
 
 import yaml
 
-from tests.support import helm as h
-from tests.support.kube import KubeAPIServer
+from facepipe_dev import helm as h
+from facepipe_dev.kube import KubeAPIServer
 
 # Objects every namespace has that no release made: the controller-manager's per-namespace
 # ServiceAccount and CA bundle. Events are records of what happened, not resources of a release.

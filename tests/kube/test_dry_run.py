@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from facepipe_dev import helm as h
 from tests.kube import live
-from tests.support import helm as h
 
 pytestmark = pytest.mark.kube
 
@@ -26,7 +26,7 @@ EDGE_COMMON = REPO / "argocd" / "values" / "edge-common.yaml"
 
 @pytest.fixture(scope="module")
 def render_namespace(cluster: live.Cluster) -> str:
-    """The namespace `helm template` renders into (tests.support.helm.NAMESPACE), created once."""
+    """The namespace `helm template` renders into (facepipe_dev.helm.NAMESPACE), created once."""
     cluster.create_namespace(h.NAMESPACE)
     return h.NAMESPACE
 

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from facepipe_dev import helm as h
 from tests.kube import checks, live
 from tests.kube.conftest import installed, release_cases
-from tests.support import helm as h
 
 pytestmark = pytest.mark.kube
 

@@ -8,9 +8,9 @@ import copy
 
 import pytest
 
+from facepipe_dev import helm as h
 from tests.charts.test_monitoring import ALL_ON, MONITORING_KINDS
 from tests.kube import live
-from tests.support import helm as h
 
 pytestmark = pytest.mark.kube
 

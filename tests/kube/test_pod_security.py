@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
+from facepipe_dev import helm as h
 from tests.gitops import argo
 from tests.kube import live
-from tests.support import helm as h
 
 pytestmark = pytest.mark.kube
 

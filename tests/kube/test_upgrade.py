@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import yaml
 
+from facepipe_dev import helm as h
 from tests.kube import checks, live
 from tests.kube.conftest import need_helm
-from tests.support import helm as h
 
 pytestmark = pytest.mark.kube
 

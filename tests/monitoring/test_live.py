@@ -7,7 +7,7 @@ to 2 s. The conditions are made for real and the alerts are read back from Prome
 the cloud broker stopped (the spool grows, the uplink alerts fire, then clear when it is back),
 the camera killed (its last will makes the device-offline alert fire; it clears when the camera
 is back), garbage on the cloud topic (the rejection alert fires), and the cloud broker's
-certificate (two days left, from facepipe.pki) makes the certificate alert fire. Then every panel query of the
+certificate (two days left, from facepipe_dev.pki) makes the certificate alert fire. Then every panel query of the
 shipped Grafana dashboard must return data from that Prometheus.
 
 Deadlines are generous and nothing is asserted about how long anything takes.
@@ -18,29 +18,19 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from facepipe import contract
-from facepipe.brokers import MosquittoBroker
-from facepipe.config import (
-    BrokerSettings,
-    CameraSettings,
-    CommonSettings,
-    DetectorSettings,
-    ForwarderSettings,
-    LoggerSettings,
-    ProcessorSettings,
-    RunSettings,
-    StatusSettings,
-    StoreSettings,
-)
-from facepipe.run import ComponentProcess, start_cloud_broker
-from tests.support.mqtt import TestClient, wait_until
-from tests.support.prometheus import REPO, RULE_FILES, PrometheusServer
-from tests.support.rgw import RadosGateway
+from facepipe.config import BrokerSettings, CommonSettings, DetectorSettings, StatusSettings
+from facepipe_dev.components import start_ready
+from facepipe_dev.mqtt import TestClient
+from facepipe_dev.processes import wait_until
+from facepipe_dev.prometheus import REPO, RULE_FILES, PrometheusServer
+from facepipe_dev.rgw import RadosGateway
+from facepipe_dev.rig import Rig
+from facepipe_dev.store import Store
 
 DEVICE = "edge-mon"
 BASE = contract.DEFAULT_REMOTE_TOPIC
@@ -55,52 +45,19 @@ class Monitored:
     def __init__(self, workdir: Path, rgw: RadosGateway, prometheus_bin: Path, model_dir: Path, source: Path) -> None:
         self.workdir = workdir
         self.done: set[str] = set()
-        self.edge = MosquittoBroker(workdir / "edge-broker", name="edge-broker").start()
-        run = RunSettings(
-            camera=CameraSettings(common=CommonSettings(device_id=DEVICE)), remote=BrokerSettings(topic=BASE), secure_uplink=True
-        )
-        self.cloud, self.uplink = start_cloud_broker(run, workdir)
         bucket = "monitoring"
-        rgw.client().create_bucket(Bucket=bucket)
-        common = CommonSettings(device_id=DEVICE)
-        local = BrokerSettings(host=self.edge.host, port=self.edge.port)
+        store = Store.s3(rgw, bucket)
+        self.rig = Rig.start(workdir, secure=True, common=CommonSettings(device_id=DEVICE), remote=BrokerSettings(topic=BASE), store=store)
+        self.edge, self.cloud, self.uplink = self.rig.edge_broker, self.rig.cloud_broker, self.rig.uplink
         fast = StatusSettings(status_interval=1.0)
-        self.components = {
-            "processor": ComponentProcess(
-                "processor",
-                ProcessorSettings(
-                    common=replace(common, device_id="cloud"),
-                    broker=self.uplink.processor,
-                    storage=StoreSettings(store=f"s3://{bucket}/faces"),
-                ),
-                workdir,
-                rgw.env(),
-            ),
-            "forwarder": ComponentProcess(
-                "forwarder",
-                ForwarderSettings(common=common, local=local, remote=self.uplink.forwarder, status=fast, spool_max_bytes=SPOOL_LIMIT),
-                workdir,
-            ),
-            "logger": ComponentProcess("logger", LoggerSettings(common=common, broker=local, status=fast), workdir),
-            "camera": ComponentProcess(
-                "camera",
-                CameraSettings(
-                    common=common,
-                    broker=local,
-                    status=fast,
-                    detect=DetectorSettings(model_dir=str(model_dir)),
-                    source=str(source),
-                    loop=True,
-                    max_fps=3,
-                    publish_policy="every",
-                ),
-                workdir,
-            ),
-        }
-        for component in self.components.values():
-            component.start()
-        for component in self.components.values():
-            component.wait_ready()
+        detect = DetectorSettings(model_dir=str(model_dir))
+        start_ready(
+            self.rig.processor(),
+            self.rig.forwarder(status=fast, spool_max_bytes=SPOOL_LIMIT),
+            self.rig.logger(status=fast),
+            self.rig.camera(status=fast, detect=detect, source=str(source), loop=True, max_fps=3, publish_policy="every"),
+        )
+        self.components = self.rig.components
         targets = {name: f"127.0.0.1:{c.port}" for name, c in self.components.items()}
         self.prometheus = PrometheusServer(workdir / "prometheus", prometheus_bin, targets, list(RULE_FILES.values()))
         self.prometheus.check_config()
@@ -170,10 +127,7 @@ class Monitored:
 
     def close(self) -> None:
         self.prometheus.stop()
-        for component in reversed(self.components.values()):
-            component.stop()
-        self.cloud.stop()
-        self.edge.stop()
+        self.rig.close()
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +154,7 @@ def test_the_rejection_alert_fires_on_garbage(monitored: Monitored) -> None:
 
 
 def test_the_certificate_alert_fires_for_the_cloud_brokers_two_day_certificate(monitored: Monitored) -> None:
-    """facepipe.pki issues certificates valid for two days: well within the alert's 14."""
+    """facepipe_dev.pki issues certificates valid for two days: well within the alert's 14."""
     monitored.wait_alert("FacepipeUplinkCertificateExpiring", device=DEVICE, severity="warning")
     days = monitored.value('max(facepipe_mqtt_server_cert_expiry_timestamp_seconds{broker="cloud"}) - time()') / 86400
     assert 1 < days <= 2

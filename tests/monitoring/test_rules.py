@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.prometheus import REPO, RULE_FILES
+from facepipe_dev.prometheus import REPO, RULE_FILES
 
 UNIT_TESTS = sorted((Path(__file__).parent / "rules").glob("*-tests.yaml"))
 

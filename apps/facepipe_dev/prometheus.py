@@ -18,11 +18,11 @@ from typing import Any
 
 import yaml
 
-from facepipe.processes import ChildProcess, free_port
+from facepipe_dev.paths import REPO
+from facepipe_dev.processes import ChildProcess, free_port
 
 PROMETHEUS_VERSION = "3.16.0"
 INSTALL_HINT = "run bash .ci/install-prometheus.sh (or set FACEPIPE_PROMETHEUS_BIN to a directory with prometheus and promtool)"
-REPO = Path(__file__).resolve().parents[2]
 RULE_FILES = {
     "face-edge": REPO / "charts" / "face-edge" / "files" / "prometheus-rules.yaml",
     "face-cloud": REPO / "charts" / "face-cloud" / "files" / "prometheus-rules.yaml",

@@ -28,16 +28,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from facepipe.processes import ChildProcess, free_port, port_open
+from facepipe_dev.processes import ChildProcess, free_port, port_open
 
 __all__ = ["RadosGateway", "rgw_available"]
 
 log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
-APT_INSTALL = (
-    "apt-get install --no-install-recommends ceph-mon ceph-osd radosgw ceph-common uuid-runtime"
-)
+APT_INSTALL = "apt-get install --no-install-recommends ceph-mon ceph-osd radosgw ceph-common uuid-runtime"
 
 # Binary -> Debian package that ships it.
 _BINARIES = {
@@ -236,8 +234,7 @@ class RadosGateway:
         self.conf_path.write_text(self._conf_text())
         monmap = self.workdir / "monmap"
         self._run(
-            ["monmaptool", "--create", "--clobber", "--fsid", self.fsid,
-             "--addv", "a", f"[v2:{HOST}:{self.mon_port}]", str(monmap)],
+            ["monmaptool", "--create", "--clobber", "--fsid", self.fsid, "--addv", "a", f"[v2:{HOST}:{self.mon_port}]", str(monmap)],
             30,
         )
         conf = ["-c", str(self.conf_path)]
@@ -265,9 +262,19 @@ class RadosGateway:
     def _create_user(self, deadline: float) -> None:
         """Create the S3 test user (radosgw-admin talks to RADOS, not to the gateway)."""
         argv = [
-            "radosgw-admin", "-c", str(self.conf_path), "user", "create", "--uid", self.user_id,
-            "--display-name", "facepipe test user",
-            "--access-key", self.access_key, "--secret-key", self.secret_key,
+            "radosgw-admin",
+            "-c",
+            str(self.conf_path),
+            "user",
+            "create",
+            "--uid",
+            self.user_id,
+            "--display-name",
+            "facepipe test user",
+            "--access-key",
+            self.access_key,
+            "--secret-key",
+            self.secret_key,
         ]
         self._run(argv, _left(deadline), watch=("mon", "osd", "rgw"))
 
@@ -287,10 +294,14 @@ class RadosGateway:
         """Poll with boto3 list_buckets until the gateway answers as the test user."""
         from botocore.config import Config
 
-        s3 = self.client(config=Config(
-            s3={"addressing_style": "path"}, retries={"max_attempts": 1},
-            connect_timeout=1, read_timeout=5,
-        ))
+        s3 = self.client(
+            config=Config(
+                s3={"addressing_style": "path"},
+                retries={"max_attempts": 1},
+                connect_timeout=1,
+                read_timeout=5,
+            )
+        )
         last: Exception | None = None
         while time.monotonic() < deadline:
             self._check_alive("mon", "osd", "rgw")
@@ -367,25 +378,26 @@ class RadosGateway:
 
     def _daemon(self, name: str, argv: Sequence[str], stop_timeout: float = 10.0) -> ChildProcess:
         log_path = self.log_dir / f"{name}.log"
-        proc = ChildProcess(
-            name, argv, log_path, env=_ceph_env(), cwd=self.workdir, stop_timeout=stop_timeout
-        )
+        proc = ChildProcess(name, argv, log_path, env=_ceph_env(), cwd=self.workdir, stop_timeout=stop_timeout)
         return proc.start()
 
     def _ceph(self, args: Sequence[str], timeout: float) -> str:
         conf = ["-c", str(self.conf_path), "--connect-timeout", str(int(max(1, timeout)))]
         return self._run(["ceph", *conf, *args], timeout)
 
-    def _run(
-        self, argv: Sequence[str], timeout: float, watch: Sequence[str] = ("mon", "osd")
-    ) -> str:
+    def _run(self, argv: Sequence[str], timeout: float, watch: Sequence[str] = ("mon", "osd")) -> str:
         """Run a one-shot tool; raise with its output if it fails, times out or a daemon dies."""
         log.debug("run %s", " ".join(argv))
         command = " ".join(argv)
         deadline = time.monotonic() + timeout
         proc = subprocess.Popen(
-            list(argv), cwd=self.workdir, env=_ceph_env(), stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            list(argv),
+            cwd=self.workdir,
+            env=_ceph_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         try:
             while True:
@@ -435,4 +447,3 @@ class RadosGateway:
                     errors.append(exc)
         if errors:
             raise errors[0]
-

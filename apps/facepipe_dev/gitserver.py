@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Self
 
-from facepipe.processes import free_port
+from facepipe_dev.processes import free_port
 
 HOST = "127.0.0.1"
 IDENTITY = (("user.name", "facepipe tests"), ("user.email", "tests@facepipe.invalid"))

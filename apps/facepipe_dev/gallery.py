@@ -13,8 +13,8 @@ from typing import Any
 
 from facepipe.config import BrokerSettings, CommonSettings, GallerySettings, StoreSettings
 from facepipe.gallery.auth import hash_password
-from facepipe.processes import free_port
-from facepipe.run import ComponentProcess
+from facepipe_dev.components import ComponentProcess
+from facepipe_dev.processes import free_port
 
 # The smallest scrypt cost a users file accepts: logins in tests take milliseconds, not a third of a second.
 TEST_SCRYPT_N = 2**14
@@ -55,7 +55,9 @@ class GalleryClient:
         self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.cookies))
         self.csrf = ""
 
-    def request(self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    def request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
         sent = dict(headers or {})
         if self.user and not self.csrf:
             token = base64.b64encode(f"{self.user}:{PASSWORDS[self.user]}".encode()).decode()

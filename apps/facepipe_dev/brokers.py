@@ -1,4 +1,4 @@
-"""Local Mosquitto brokers for `facepipe run`, the tests and the benchmarks.
+"""Local Mosquitto brokers for `facepipe run`, the tests and the bench.
 
 The configuration avoids Mosquitto's silent losses: its default `max_queued_messages 1000`
 drops QoS 1 messages for a slow subscriber, so the queue limit is raised; persistence is on.
@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from facepipe import contract
-from facepipe.processes import ChildProcess, free_port
+from facepipe_dev.brokerauth import CloudAuth
+from facepipe_dev.pki import LocalPKI
+from facepipe_dev.processes import ChildProcess, free_port
 
 # Queue limits per client: large enough that a slow or absent QoS 1 subscriber with a
 # persistent session loses nothing in any realistic outage, bounded so the broker cannot
@@ -49,6 +51,17 @@ class BrokerSecurity:
     require_client_certificate: bool = False
 
 
+def secured(pki: LocalPKI, auth: CloudAuth, require_client_certificate: bool = False) -> BrokerSecurity:
+    """A cloud broker's security as the charts configure it: `auth`'s users and ACL, a TLS listener on a free
+    port with a server certificate from `pki` (and, optionally, client certificates required)."""
+    server = pki.server()
+    return BrokerSecurity(
+        password_file=auth.password_file, acl_file=auth.acl_file, tls_port=free_port(),
+        ca_file=pki.ca_file, cert_file=server.cert_file, key_file=server.key_file,
+        require_client_certificate=require_client_certificate,
+    )  # fmt: skip
+
+
 @dataclass
 class MosquittoBroker:
     """A Mosquitto process on loopback with its own config, persistence directory and log."""
@@ -60,6 +73,11 @@ class MosquittoBroker:
     security: BrokerSecurity = field(default_factory=BrokerSecurity)
     host: str = "127.0.0.1"
     process: ChildProcess | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, f"{self.name} was not started"
+        return self.process.pid
 
     @property
     def log_path(self) -> Path:
@@ -109,7 +127,9 @@ class MosquittoBroker:
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(self.config_text())
         self.process = ChildProcess(self.name, [find_mosquitto(self.binary), "-c", str(conf)], self.workdir / "mosquitto.out").start()
-        self.process.wait_for_port(self.host, self.port, timeout)
+        for listener in (self.port, self.security.tls_port):
+            if listener:
+                self.process.wait_for_port(self.host, listener, timeout)
         return self
 
     def stop(self) -> None:

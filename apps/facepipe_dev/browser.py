@@ -13,13 +13,15 @@ import os
 import shutil
 from pathlib import Path
 
+from facepipe_dev.paths import REPO
+
 INSTALL_HINT = "apt-get install chromium (Debian's browser) and pip install playwright (the package's test extra)"
 ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--disable-default-apps", "--disable-extensions",
 ]  # fmt: skip
 # Where each test's screenshots go: FACEPIPE_TEST_OUTPUT, else test-output/ at the repository's root.
-OUTPUT = Path(os.environ.get("FACEPIPE_TEST_OUTPUT") or Path(__file__).resolve().parents[2] / "test-output")
+OUTPUT = Path(os.environ.get("FACEPIPE_TEST_OUTPUT") or REPO / "test-output")
 
 
 def chromium_path() -> str | None:

@@ -4,7 +4,7 @@ Binaries: `bash .ci/install-helm.sh` puts helm3, helm4 and kubectl into
 `${FACEPIPE_TOOLS_CACHE:-/var/cache/facepipe-tools}/helm/`; `FACEPIPE_HELM3` / `FACEPIPE_HELM4`
 point elsewhere. checkov: `bash .ci/install-checkov.sh` (or `FACEPIPE_CHECKOV`).
 
-Also the README values tables: `python -m tests.support.helm readme charts/face-edge` rewrites the
+Also the README values tables: `python -m facepipe_dev.helm readme charts/face-edge` rewrites the
 table between the README's markers from the `## @param` comments of values.yaml.
 """
 
@@ -24,7 +24,8 @@ from typing import Any, TypeVar
 
 import yaml
 
-from tests.support import crds
+from facepipe_dev import crds
+from facepipe_dev.paths import REPO
 
 # The Kubernetes version the rendered manifests are validated against: current k3s.
 K8S_VERSION = "1.36"
@@ -33,7 +34,6 @@ KUBE_VERSION_FLAG = f"v{K8S_VERSION}.0"  # helm template --kube-version
 T = TypeVar("T")
 R = TypeVar("R")
 
-REPO = Path(__file__).resolve().parents[2]
 CHARTS = REPO / "charts"
 VALUES_DIR = REPO / "tests" / "values"
 RELEASE = "face"
@@ -341,7 +341,9 @@ def broker_access(docs: Iterable[Mapping[str, Any]], users: Sequence[str]) -> di
         root = Path(tmp)
         (root / "passwd").write_text("".join(f"{user}:$7$hash\n" for user in users))
         (root / "access-control.sh").write_text(script)
-        subprocess.run(["sh", str(root / "access-control.sh"), str(root / "passwd"), str(root / "out.json")], check=True, capture_output=True)
+        subprocess.run(
+            ["sh", str(root / "access-control.sh"), str(root / "passwd"), str(root / "out.json")], check=True, capture_output=True
+        )
         return dict(json.loads((root / "out.json").read_text()))
 
 
@@ -556,7 +558,7 @@ def typed(doc: Mapping[str, Any]) -> Any:
 
 PARAM = re.compile(r"^\s*## @param (\S+) (.*)$")
 SECTION = re.compile(r"^\s*## @section (.*)$")
-TABLE_BEGIN = "<!-- values-table:begin (generated: python -m tests.support.helm readme charts/<chart>) -->"
+TABLE_BEGIN = "<!-- values-table:begin (generated: python -m facepipe_dev.helm readme charts/<chart>) -->"
 TABLE_END = "<!-- values-table:end -->"
 
 
@@ -621,7 +623,7 @@ def main(argv: Sequence[str]) -> int:
         (path / "README.md").write_text(render_readme(path))
         print(f"updated {path / 'README.md'}")
         return 0
-    print("usage: python -m tests.support.helm readme charts/<chart>", file=sys.stderr)
+    print("usage: python -m facepipe_dev.helm readme charts/<chart>", file=sys.stderr)
     return 2
 
 

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Self
 
-from facepipe.processes import ChildProcess, free_port
+from facepipe_dev.processes import ChildProcess, free_port
 
 KUBE_VERSION = "v1.36.3"
 SERVICE_CIDR = "10.43.0.0/16"  # k3s's default --service-cidr

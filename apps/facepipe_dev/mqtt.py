@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -71,13 +70,3 @@ class TestClient:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
-
-
-def wait_until(predicate: Any, timeout: float = 30.0, interval: float = 0.1, what: str = "condition") -> None:
-    """Poll `predicate` until it is truthy; fail the test naming `what` on timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")

@@ -38,9 +38,9 @@ from typing import Any
 
 import yaml
 
-from facepipe.processes import ChildProcess, free_port, port_open
-from tests.support import helm as h
-from tests.support.kube import HOST, KubeAPIServer
+from facepipe_dev import helm as h
+from facepipe_dev.kube import HOST, KubeAPIServer
+from facepipe_dev.processes import ChildProcess, free_port, port_open
 
 ARGOCD_VERSION = "v3.6.1"
 NAMESPACE = "argocd"

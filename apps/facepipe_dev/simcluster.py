@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
-from facepipe.processes import ChildProcess, free_port
-from tests.support.kube import DEFAULT_CONTROLLERS, HOST, KUBE_VERSION, KubeAPIServer, kube_binaries
+from facepipe_dev.kube import DEFAULT_CONTROLLERS, HOST, KUBE_VERSION, KubeAPIServer, kube_binaries
+from facepipe_dev.processes import ChildProcess, free_port
 
 KWOK_VERSION = "v0.8.0"
 STORAGE_CLASS = "local-path"  # k3s's default StorageClass, named by argocd/values/cloud.yaml

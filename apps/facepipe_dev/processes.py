@@ -1,7 +1,9 @@
-"""Child processes on loopback: free ports, readiness waits, and clean stops.
+"""Child processes on loopback: free ports, waits, and clean stops.
 
-Used by `facepipe run` (its own brokers and components) and by the test fixtures, so that every
-process started here is stopped with terminate + wait (never left as a zombie or an orphan).
+Used by `facepipe run`, the test fixtures and the bench, so that every process started here is
+stopped with terminate + wait (never left as a zombie or an orphan). `poll` is the one wait loop
+of the devkit: `wait_until` fails a test with what it waited for, `wait_progress` waits for a
+counter that may stall.
 """
 
 from __future__ import annotations
@@ -11,9 +13,52 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
+
+
+def poll(predicate: Callable[[], object], timeout: float, interval: float = 0.05) -> bool:
+    """Call `predicate` every `interval` seconds until it is truthy (True) or `timeout` passes (its last answer)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 30.0, interval: float = 0.1, what: str = "condition") -> None:
+    """Poll `predicate` until it is truthy; fail (AssertionError) naming `what` on timeout."""
+    if not poll(predicate, timeout, interval):
+        raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def wait_progress(
+    read: Callable[[], float],
+    target: float,
+    stall: float,
+    timeout: float = float("inf"),
+    interval: float = 0.05,
+    every: tuple[float, Callable[[float], None]] | None = None,
+) -> float:
+    """Poll the counter `read()` until it reaches `target`; give up after `stall` seconds without progress (or
+    `timeout` in all). `every` = (seconds, report): report(value) that often while waiting. Returns the last value."""
+    started = last_change = last_report = time.monotonic()
+    last = -1.0
+    while True:
+        value = read()
+        now = time.monotonic()
+        if value >= target:
+            return value
+        if value > last:
+            last, last_change = value, now
+        if now - last_change > stall or now - started > timeout:
+            return max(last, value)
+        if every is not None and now - last_report >= every[0]:
+            every[1](value)
+            last_report = now
+        time.sleep(interval)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -80,14 +125,14 @@ class ChildProcess:
 
     def wait_for_port(self, host: str, port: int, timeout: float = 30.0) -> None:
         """Wait until host:port accepts connections; raise with the log's tail if the process dies."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.running():
-                raise RuntimeError(f"{self.name} exited early (code {self.returncode()}):\n{self.log_tail()}")
-            if port_open(host, port):
-                return
-            time.sleep(0.05)
-        raise TimeoutError(f"{self.name} did not listen on {host}:{port} within {timeout:.0f}s:\n{self.log_tail()}")
+        if not poll(lambda: self.alive_or_raise("exited early") and port_open(host, port), timeout):
+            raise TimeoutError(f"{self.name} did not listen on {host}:{port} within {timeout:.0f}s:\n{self.log_tail()}")
+
+    def alive_or_raise(self, what: str = "exited") -> bool:
+        """True while the process runs; RuntimeError with the log's tail once it has exited."""
+        if not self.running():
+            raise RuntimeError(f"{self.name} {what} (code {self.returncode()}):\n{self.log_tail()}")
+        return True
 
     def returncode(self) -> int | None:
         return None if self.popen is None else self.popen.poll()

@@ -30,8 +30,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared"
+from facepipe_dev.paths import REPO, SHARED
+
 DOCKERFILE = REPO / "apps" / "Dockerfile"
 MOSQUITTO_CONTAINERFILE = REPO / "tests" / "container" / "mosquitto.Containerfile"
 INSTALLER = REPO / ".ci" / "install-podman.sh"
