@@ -3,9 +3,10 @@
 The store lists keys in ascending order, and the catalog never lists the whole bucket: a device's
 days come from delimiter listings (`<prefix>/<device>/` -> years -> months -> days), and one day's
 faces are read newest first by cutting the day into time buckets along the digits of the key's
-`HHMMSS.mmm`: a bucket that fits in one listing request (BUCKET_KEYS keys) is read whole and
+`HHMMSS.mmm`: a bucket that fits in one listing request of BUCKET_KEYS keys is read whole and
 reversed, a larger one is split into its next digit's buckets, newest first. A page costs a few
-requests however many faces the day holds.
+small requests however many faces the day holds, and a bucket found too large is remembered for a
+minute, so the next pages go straight to its parts.
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ from datetime import UTC, date, datetime, timedelta
 from facepipe import contract
 from facepipe.storage import Store
 
-BUCKET_KEYS = 1000
+# Keys a bucket may hold to be read in one request. Smaller buckets cost more requests but far less
+# listing (S3 servers and boto3 spend per key): 250 halved a page's time against 1,000 on Ceph RGW.
+BUCKET_KEYS = 250
+BIG_BUCKET_SECONDS = 60.0  # a bucket found larger than BUCKET_KEYS is split without asking again for this long
 COUNT_CAP = 10_000  # a device's faces of today are counted up to this many (ten listing requests)
 LISTING_TTL = 2.0  # seconds a delimiter listing (devices, years, months, days) is reused
 # The characters that may follow each position of a key's time, `HHMMSS.mmm`.
@@ -73,6 +77,7 @@ class Catalog:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="catalog")
         self._lock = threading.Lock()
         self._listings: dict[str, tuple[float, list[str]]] = {}
+        self._big: dict[str, float] = {}  # bucket prefix -> when it was found larger than BUCKET_KEYS
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -101,9 +106,10 @@ class Catalog:
         return folders
 
     def forget(self) -> None:
-        """Drop the reused listings (after an erasure)."""
+        """Drop the reused listings and what is known of bucket sizes (after an erasure)."""
         with self._lock:
             self._listings.clear()
+            self._big.clear()
 
     def devices(self) -> list[str]:
         root = contract.device_prefix(self.store.prefix, "")
@@ -165,10 +171,17 @@ class Catalog:
             return
         if lower and start < lower and not lower.startswith(start):
             return
+        splittable = len(digits) < len(_NEXT)
+        if splittable and self._known_big(start):
+            yield from self._split(day, digits, lower, upper)
+            return
         page = self.store.list(start, limit=BUCKET_KEYS)
-        if page.token is not None and len(digits) < len(_NEXT):
-            for child in reversed(_children(digits)):
-                yield from self._bucket(day, digits + child, lower, upper)
+        if page.token is not None and splittable:
+            with self._lock:
+                if len(self._big) > 10_000:
+                    self._big.clear()
+                self._big[start] = time.monotonic()
+            yield from self._split(day, digits, lower, upper)
             return
         keys = page.keys
         token = page.token
@@ -179,6 +192,15 @@ class Catalog:
         for key in reversed(keys):
             if (not upper or key < upper) and key >= lower:
                 yield key
+
+    def _split(self, day: str, digits: str, lower: str, upper: str) -> Iterator[str]:
+        for child in reversed(_children(digits)):
+            yield from self._bucket(day, digits + child, lower, upper)
+
+    def _known_big(self, start: str) -> bool:
+        with self._lock:
+            found = self._big.get(start)
+        return found is not None and time.monotonic() - found < BIG_BUCKET_SECONDS
 
     def page(self, query: FaceQuery, limit: int, budget: int) -> FacePage:
         """Up to `limit` faces matching the query, looking at no more than `budget` keys."""
