@@ -108,9 +108,11 @@ KIND_LINE = re.compile(r"^apiVersion:\s*(\S+)\s*\nkind:\s*(\w+)", re.MULTILINE)
 
 
 def template_kinds(chart: str) -> set[tuple[str, str]]:
-    """(group, kind) of every object a chart can render (its templates, helm tests aside)."""
+    """(group, kind) of every object a chart can render (its templates and those of the library charts it depends on,
+    helm tests aside)."""
     out = set()
-    for path in (h.CHARTS / chart / "templates").glob("*.yaml"):
+    root = h.CHARTS / chart
+    for path in [*(root / "templates").glob("*.yaml"), *(root / "charts").glob("*/templates/*.tpl")]:
         for api, kind in KIND_LINE.findall(path.read_text()):
             out.add((api.rpartition("/")[0], kind))
     return out

@@ -1,7 +1,7 @@
 {{/* The gallery's helpers (gallery-*.yaml, tests/test-gallery.yaml). */}}
 
 {{- define "face-cloud.gallery.fullname" -}}
-{{- include "face-cloud.component.fullname" (dict "ctx" . "component" "gallery") -}}
+{{- include "facepipe.component.fullname" (dict "ctx" . "component" "gallery") -}}
 {{- end -}}
 
 {{/* Secret with the users file (key users) and the session key (key session-secret). */}}
@@ -50,27 +50,29 @@ random one, drawn once per render (.Values._generated) so the checksum hashes th
 {{- end }}
 {{- end -}}
 
-{{/* Fail early when the gallery's values contradict. */}}
-{{- define "face-cloud.gallery.validate" -}}
+{{/* What contradicts in the gallery's values, as a JSON list of problems (face-cloud.validate reports them with the rest). */}}
+{{- define "face-cloud.gallery.problems" -}}
+{{- $problems := list -}}
 {{- $g := .Values.gallery -}}
 {{- if $g.enabled -}}
 {{- if and $g.auth.proxy.enabled (not $g.auth.proxy.from) -}}
-{{- fail "\n\nface-cloud: gallery.auth.proxy.enabled needs gallery.auth.proxy.from: the NetworkPolicy peers of the auth proxy, the only pods that may reach the port where the trusted header is believed.\n" -}}
+{{- $problems = append $problems "gallery.auth.proxy.enabled needs gallery.auth.proxy.from: the NetworkPolicy peers of the auth proxy, the only pods that may reach the port where the trusted header is believed." -}}
 {{- end -}}
 {{- if and $g.auth.proxy.enabled (not .Values.networkPolicy.enabled) -}}
-{{- fail "\n\nface-cloud: gallery.auth.proxy.enabled needs networkPolicy.enabled: without it any pod could send the trusted header.\n" -}}
+{{- $problems = append $problems "gallery.auth.proxy.enabled needs networkPolicy.enabled: without it any pod could send the trusted header." -}}
 {{- end -}}
 {{- if and $g.auth.existingSecret $g.auth.users -}}
-{{- fail "\n\nface-cloud: gallery.auth.users is ignored with gallery.auth.existingSecret: put the users file into that Secret (key users) instead.\n" -}}
+{{- $problems = append $problems "gallery.auth.users is ignored with gallery.auth.existingSecret: put the users file into that Secret (key users) instead." -}}
 {{- end -}}
 {{- if and (not $g.auth.existingSecret) (not $g.auth.users) (not $g.auth.proxy.enabled) (eq $g.auth.anonymous "none") -}}
-{{- fail "\n\nface-cloud: the gallery would let nobody in: set gallery.auth.users (hashes from `facepipe hash-password`), gallery.auth.existingSecret, gallery.auth.proxy.enabled or gallery.auth.anonymous.\n" -}}
+{{- $problems = append $problems "the gallery would let nobody in: set gallery.auth.users (hashes from `facepipe hash-password`), gallery.auth.existingSecret, gallery.auth.proxy.enabled or gallery.auth.anonymous." -}}
 {{- end -}}
 {{- if eq (int $g.auth.proxy.port) (int $g.port) -}}
-{{- fail "\n\nface-cloud: gallery.auth.proxy.port must differ from gallery.port.\n" -}}
+{{- $problems = append $problems "gallery.auth.proxy.port must differ from gallery.port." -}}
 {{- end -}}
 {{- if has (int .Values.httpPort) (list (int $g.port) (int $g.auth.proxy.port)) -}}
-{{- fail "\n\nface-cloud: gallery.port and gallery.auth.proxy.port must differ from httpPort (/healthz /readyz /metrics).\n" -}}
+{{- $problems = append $problems "gallery.port and gallery.auth.proxy.port must differ from httpPort (/healthz /readyz /metrics)." -}}
 {{- end -}}
 {{- end -}}
+{{- toJson $problems -}}
 {{- end -}}

@@ -1,76 +1,9 @@
 {{/* vim: set filetype=mustache: */}}
-
-{{/* Chart name, truncated to 63 characters (a DNS label). */}}
-{{- define "face-cloud.name" -}}
-{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
-{{- end -}}
-
 {{/*
-Full name: <release>-<chart>, or the release name alone when it already contains the chart name.
-Truncated to 40 characters: the processor StatefulSet "<fullname>-processor" must stay within 52
-(its pods' controller-revision-hash label adds 11), and "<fullname>-processor-headless" within 63.
-*/}}
-{{- define "face-cloud.fullname" -}}
-{{- if .Values.fullnameOverride -}}
-{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" -}}
-{{- else -}}
-{{- $name := default .Chart.Name .Values.nameOverride -}}
-{{- if contains $name .Release.Name -}}
-{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
-{{- else -}}
-{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" -}}
-{{- end -}}
-{{- end -}}
-{{- end -}}
+face-cloud's own helpers; the ones it shares with face-edge (names, labels, annotations, images,
+placement, pod commons, probes, checksums, validation) are facepipe.* in charts/facepipe-common.
 
-{{/* Name of one component's resources: face-cloud.component (dict "ctx" $ "component" "camera"). */}}
-{{- define "face-cloud.component.fullname" -}}
-{{- printf "%s-%s" (include "face-cloud.fullname" .ctx) .component | trunc 63 | trimSuffix "-" -}}
-{{- end -}}
-
-{{- define "face-cloud.chart" -}}
-{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
-{{- end -}}
-
-{{/* Standard labels: face-cloud.labels (dict "ctx" $ "component" "camera"). */}}
-{{- define "face-cloud.labels" -}}
-helm.sh/chart: {{ include "face-cloud.chart" .ctx }}
-{{ include "face-cloud.selectorLabels" . }}
-app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
-app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
-app.kubernetes.io/part-of: facepipe
-{{- with .ctx.Values.commonLabels }}
-{{ toYaml . }}
-{{- end }}
-{{- end -}}
-
-{{/* Selector labels: they never change across upgrades. */}}
-{{- define "face-cloud.selectorLabels" -}}
-app.kubernetes.io/name: {{ include "face-cloud.name" .ctx }}
-app.kubernetes.io/instance: {{ .ctx.Release.Name }}
-{{- if .component }}
-app.kubernetes.io/component: {{ .component }}
-{{- end }}
-{{- end -}}
-
-{{/*
-metadata.annotations of an object, or nothing: (dict "ctx" $ "wave" "broker" "annotations" (dict ...)),
-"wave" (a stage of face-cloud.syncWave) and "annotations" (the object's own) optional. Later ones win:
-commonAnnotations, then the sync wave (only with argocd.syncWaves.enabled), then the object's own.
-*/}}
-{{- define "face-cloud.annotations" -}}
-{{- $wave := dict -}}
-{{- if and .wave .ctx.Values.argocd.syncWaves.enabled -}}
-{{- $wave = dict "argocd.argoproj.io/sync-wave" (include "face-cloud.syncWave" .wave) -}}
-{{- end -}}
-{{- with mergeOverwrite (dict) (.ctx.Values.commonAnnotations | default dict) $wave (.annotations | default dict) }}
-annotations:
-  {{- toYaml . | nindent 2 }}
-{{- end }}
-{{- end -}}
-
-{{/*
-Argo CD sync wave of a stage (argocd/README.md, "Sync waves"), as the annotation's string:
+Argo CD sync waves (facepipe.syncWave; argocd/README.md, "Sync waves"):
   broker  "-1"  the broker and everything its pod needs or that must exist before the processors
                 start: ServiceAccount, ConfigMap, users and TLS Secrets, PVC, the in-cluster
                 Service, both NetworkPolicies
@@ -80,58 +13,18 @@ Argo CD sync wave of a stage (argocd/README.md, "Sync waves"), as the annotation
 A wave waits until its objects are Healthy, so a PVC stays in its pod's wave: a
 WaitForFirstConsumer claim (k3s local-path) is Pending until its pod exists.
 */}}
-{{- define "face-cloud.syncWave" -}}
-{{- $waves := dict "broker" "-1" -}}
-{{- if not (hasKey $waves .) -}}
-{{- fail (printf "face-cloud.syncWave: unknown stage %q" .) -}}
-{{- end -}}
-{{- get $waves . -}}
-{{- end -}}
 
-{{/* The device id: deviceId, else the release name. */}}
-{{- define "face-cloud.imageRef" -}}
-{{- $repo := .image.repository -}}
-{{- if .image.registry -}}{{- $repo = printf "%s/%s" .image.registry .image.repository -}}{{- end -}}
-{{- if .image.digest -}}
-{{- printf "%s@%s" $repo .image.digest -}}
-{{- else -}}
-{{- printf "%s:%s" $repo (default .default .image.tag | toString) -}}
-{{- end -}}
-{{- end -}}
-
-{{- define "face-cloud.image" -}}
-{{- include "face-cloud.imageRef" (dict "image" .Values.image "default" .Chart.AppVersion) -}}
-{{- end -}}
-
-{{- define "face-cloud.broker.image" -}}
-{{- include "face-cloud.imageRef" (dict "image" .Values.broker.image "default" "2.0.22") -}}
-{{- end -}}
-
-{{- define "face-cloud.serviceAccountName" -}}
-{{- if .Values.serviceAccount.create -}}
-{{- default (include "face-cloud.fullname" .) .Values.serviceAccount.name -}}
-{{- else -}}
-{{- default "default" .Values.serviceAccount.name -}}
-{{- end -}}
-{{- end -}}
-
-{{/* Secret names. */}}
-{{/* The broker's in-cluster Service (plain port for the processors, TLS port too). */}}
-{{- define "face-cloud.broker.host" -}}
-{{- include "face-cloud.component.fullname" (dict "ctx" . "component" "broker") -}}
-{{- end -}}
-
-{{/* Secret of plain-text passwords, one key per user. */}}
+{{/* Secret names. The users Secret: plain-text passwords, one key per user. */}}
 {{- define "face-cloud.users.secretName" -}}
-{{- default (printf "%s-broker-users" (include "face-cloud.fullname" .)) .Values.broker.auth.existingSecret -}}
+{{- default (printf "%s-broker-users" (include "facepipe.fullname" .)) .Values.broker.auth.existingSecret -}}
 {{- end -}}
 
 {{- define "face-cloud.tls.secretName" -}}
-{{- default (printf "%s-broker-tls" (include "face-cloud.fullname" .)) .Values.broker.tls.existingSecret -}}
+{{- default (printf "%s-broker-tls" (include "facepipe.fullname" .)) .Values.broker.tls.existingSecret -}}
 {{- end -}}
 
 {{- define "face-cloud.s3.secretName" -}}
-{{- default (printf "%s-s3" (include "face-cloud.fullname" .)) .Values.processor.store.s3.credentials.existingSecret -}}
+{{- default (printf "%s-s3" (include "facepipe.fullname" .)) .Values.processor.store.s3.credentials.existingSecret -}}
 {{- end -}}
 
 {{/* S3 credentials come from a Secret (chart-made or existing); otherwise the AWS default chain. */}}
@@ -164,7 +57,7 @@ With autoscaling the pods are not known at render time (a URL of a pod that does
 every scrape and the probe waits until its timeout), so the processors' Service: one pod per scrape.
 */}}
 {{- define "face-cloud.probe.metricsUrls" -}}
-{{- $name := include "face-cloud.component.fullname" (dict "ctx" . "component" "processor") -}}
+{{- $name := include "facepipe.component.fullname" (dict "ctx" . "component" "processor") -}}
 {{- $port := int .Values.httpPort -}}
 {{- if .Values.processor.autoscaling.enabled -}}
 {{- printf "http://%s:%d/metrics" $name $port -}}
@@ -208,111 +101,42 @@ cluster (helm upgrade), else a new random one. (dict "ctx" $ "user" "processor" 
 {{- end -}}
 {{- end -}}
 
-{{/* Fail early, saying what to set, when values contradict. */}}
+{{/* What contradicts in the values: every problem, each saying what to set, reported at once (facepipe.validate). */}}
 {{- define "face-cloud.validate" -}}
+{{- $problems := list -}}
 {{- if and .Values.argocd.syncWaves.enabled (hasKey .Values.commonAnnotations "argocd.argoproj.io/sync-wave") -}}
-{{- fail "\n\nface-cloud: commonAnnotations sets argocd.argoproj.io/sync-wave, which would move only the objects without a wave of their own and break the order of argocd.syncWaves (broker first). Remove it, or set argocd.syncWaves.enabled=false to put every object in that one wave.\n" -}}
+{{- $problems = append $problems "commonAnnotations sets argocd.argoproj.io/sync-wave, which would move only the objects without a wave of their own and break the order of argocd.syncWaves (broker first). Remove it, or set argocd.syncWaves.enabled=false to put every object in that one wave." -}}
 {{- end -}}
 {{- $store := .Values.processor.store -}}
 {{- if and (eq $store.type "s3") (not $store.s3.bucket) -}}
-{{- fail "\n\nface-cloud: processor.store.type=s3 needs processor.store.s3.bucket (and, unless the pods get AWS credentials another way, processor.store.s3.credentials.existingSecret).\n" -}}
+{{- $problems = append $problems "processor.store.type=s3 needs processor.store.s3.bucket (and, unless the pods get AWS credentials another way, processor.store.s3.credentials.existingSecret)." -}}
 {{- end -}}
 {{- if and $store.s3.credentials.existingSecret (or $store.s3.credentials.accessKeyId $store.s3.credentials.secretAccessKey) -}}
-{{- fail "\n\nface-cloud: set processor.store.s3.credentials.existingSecret or the access keys, not both.\n" -}}
+{{- $problems = append $problems "set processor.store.s3.credentials.existingSecret or the access keys, not both." -}}
 {{- end -}}
 {{- if and $store.s3.credentials.accessKeyId (not $store.s3.credentials.secretAccessKey) -}}
-{{- fail "\n\nface-cloud: processor.store.s3.credentials.accessKeyId needs processor.store.s3.credentials.secretAccessKey.\n" -}}
+{{- $problems = append $problems "processor.store.s3.credentials.accessKeyId needs processor.store.s3.credentials.secretAccessKey." -}}
 {{- end -}}
 {{- if and (eq $store.s3.sse "none") $store.s3.kmsKeyId -}}
-{{- fail "\n\nface-cloud: processor.store.s3.kmsKeyId needs processor.store.s3.sse=aws:kms.\n" -}}
+{{- $problems = append $problems "processor.store.s3.kmsKeyId needs processor.store.s3.sse=aws:kms." -}}
 {{- end -}}
 {{- if and (not .Values.broker.tls.enabled) (not .Values.broker.service.exposePlain) -}}
-{{- fail "\n\nface-cloud: the devices could reach no port: keep broker.tls.enabled=true (recommended) or set broker.service.exposePlain=true.\n" -}}
+{{- $problems = append $problems "the devices could reach no port: keep broker.tls.enabled=true (recommended) or set broker.service.exposePlain=true." -}}
 {{- end -}}
 {{- if and .Values.broker.auth.existingSecret .Values.broker.auth.devices -}}
-{{- fail "\n\nface-cloud: broker.auth.devices is ignored with broker.auth.existingSecret: put the devices' passwords into that Secret instead.\n" -}}
+{{- $problems = append $problems "broker.auth.devices is ignored with broker.auth.existingSecret: put the devices' passwords into that Secret instead." -}}
 {{- end -}}
 {{- $reserved := list .Values.broker.auth.processor.username .Values.broker.auth.probe.username .Values.gallery.broker.username "unknown" -}}
 {{- range .Values.broker.auth.devices -}}
 {{- if has .name $reserved -}}
-{{- fail (printf "\n\nface-cloud: device %q uses the name of the processor, probe or gallery user, or the reserved \"unknown\"; pick another device id.\n" .name) -}}
+{{- $problems = append $problems (printf "device %q uses the name of the processor, probe or gallery user, or the reserved \"unknown\"; pick another device id." .name) -}}
 {{- end -}}
 {{- end -}}
 {{- if and .Values.broker.tls.requireClientCertificate (not .Values.broker.tls.enabled) -}}
-{{- fail "\n\nface-cloud: broker.tls.requireClientCertificate needs broker.tls.enabled.\n" -}}
+{{- $problems = append $problems "broker.tls.requireClientCertificate needs broker.tls.enabled." -}}
 {{- end -}}
-{{- include "face-cloud.gallery.validate" . -}}
-{{- end -}}
-{{- define "face-cloud.placement" -}}
-{{- with (default .ctx.Values.nodeSelector .values.nodeSelector) }}
-nodeSelector:
-  {{- toYaml . | nindent 2 }}
-{{- end }}
-{{- with (default .ctx.Values.affinity .values.affinity) }}
-affinity:
-  {{- toYaml . | nindent 2 }}
-{{- end }}
-{{- with (default .ctx.Values.tolerations .values.tolerations) }}
-tolerations:
-  {{- toYaml . | nindent 2 }}
-{{- end }}
-{{- with .ctx.Values.priorityClassName }}
-priorityClassName: {{ . }}
-{{- end }}
-{{- end -}}
-
-{{/* Pod-level fields shared by every pod of the chart. */}}
-{{- define "face-cloud.podCommon" -}}
-serviceAccountName: {{ include "face-cloud.serviceAccountName" . }}
-automountServiceAccountToken: {{ .Values.serviceAccount.automountServiceAccountToken }}
-enableServiceLinks: false
-{{- with .Values.imagePullSecrets }}
-imagePullSecrets:
-  {{- toYaml . | nindent 2 }}
-{{- end }}
-{{- end -}}
-
-{{/* Prometheus scrape annotations of the facepipe pods. */}}
-{{- define "face-cloud.metricsAnnotations" -}}
-{{- if .Values.metrics.podAnnotations }}
-prometheus.io/scrape: "true"
-prometheus.io/port: {{ .Values.httpPort | quote }}
-prometheus.io/path: /metrics
-{{- end }}
-{{- end -}}
-
-{{/* The facepipe containers' security context. */}}
-{{- define "face-cloud.containerSecurityContext" -}}
-{{- toYaml .Values.containerSecurityContext -}}
-{{- end -}}
-
-{{/* Probes of a facepipe container. */}}
-{{- define "face-cloud.probes" -}}
-startupProbe:
-  httpGet:
-    path: /healthz
-    port: http
-  periodSeconds: {{ .Values.probes.startup.periodSeconds }}
-  failureThreshold: {{ .Values.probes.startup.failureThreshold }}
-livenessProbe:
-  httpGet:
-    path: /healthz
-    port: http
-  periodSeconds: {{ .Values.probes.liveness.periodSeconds }}
-  timeoutSeconds: {{ .Values.probes.liveness.timeoutSeconds }}
-  failureThreshold: {{ .Values.probes.liveness.failureThreshold }}
-readinessProbe:
-  httpGet:
-    path: /readyz
-    port: http
-  periodSeconds: {{ .Values.probes.readiness.periodSeconds }}
-  timeoutSeconds: {{ .Values.probes.readiness.timeoutSeconds }}
-  failureThreshold: {{ .Values.probes.readiness.failureThreshold }}
-{{- end -}}
-
-{{/* A checksum of a rendered template, for pod annotations that roll pods on change. */}}
-{{- define "face-cloud.checksum" -}}
-{{- include (print .ctx.Template.BasePath "/" .file) .ctx | sha256sum -}}
+{{- $problems = concat $problems (include "face-cloud.gallery.problems" . | fromJsonArray) -}}
+{{- include "facepipe.validate" (dict "ctx" . "problems" $problems) -}}
 {{- end -}}
 
 {{/* What the ServiceMonitor / PodMonitor select: this release's processors and gallery (not the broker, not the helm test pod). */}}
@@ -322,30 +146,11 @@ namespaceSelector:
     - {{ .Release.Namespace | quote }}
 selector:
   matchLabels:
-    {{- include "face-cloud.selectorLabels" (dict "ctx" .) | nindent 4 }}
+    {{- include "facepipe.selectorLabels" (dict "ctx" .) | nindent 4 }}
   matchExpressions:
     - key: app.kubernetes.io/component
       operator: In
       values: [processor, gallery]
     - key: facepipe/headless
       operator: DoesNotExist
-{{- end -}}
-
-{{/* The scrape settings of a ServiceMonitor endpoint / PodMonitor podMetricsEndpoint: (a metrics.*Monitor value). */}}
-{{- define "face-cloud.monitorEndpoint" -}}
-path: /metrics
-{{- with .interval }}
-interval: {{ . | quote }}
-{{- end }}
-{{- with .scrapeTimeout }}
-scrapeTimeout: {{ . | quote }}
-{{- end }}
-{{- with .relabelings }}
-relabelings:
-  {{- toYaml . | nindent 2 }}
-{{- end }}
-{{- with .metricRelabelings }}
-metricRelabelings:
-  {{- toYaml . | nindent 2 }}
-{{- end }}
 {{- end -}}
