@@ -212,6 +212,8 @@ def test_a_face_page_shows_the_crop_and_its_metadata(context: Any, stack: Stack,
     for label in ("Captured", "Camera", "Track", "Score", "Detector", "Bounding box", "Key"):
         assert label in text or label == "Track", label
     assert "loadgen/synthetic" in text and "faces/edge-quiet/" in text
+    # The crop loads after the metadata is drawn: wait for the image to finish (or fail) loading, then check it decoded.
+    page.wait_for_function("document.querySelector('[data-testid=image]')?.complete === true")
     assert page.evaluate("document.querySelector('[data-testid=image]').naturalWidth") > 0, "the crop loaded"
     with page.expect_download() as download:
         page.click("[data-testid=download]")
