@@ -21,6 +21,7 @@ import psutil
 from bench import bridge, dedup, detector, gallery, pipeline
 from bench.report import Report, Row, machine, versions
 from bench.support import Context, find_model_dir
+from facepipe import mqtt_properties
 
 BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
     "detector": detector.run,
@@ -66,6 +67,7 @@ def wait_quiet(limit: float, busy_below: float = 15.0) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    mqtt_properties.install()  # as facepipe.cli.main does: the bench's own MQTT clients use the same codec
     args = parse_args(sys.argv[1:] if argv is None else argv)
     selected = [name for name in BENCHMARKS if not args.only or name in args.only.split(",")]
     started = time.monotonic()

@@ -14,9 +14,12 @@ from typing import NoReturn
 
 import pytest
 
+from facepipe import mqtt_properties
 from facepipe_dev.brokers import MosquittoBroker
 from facepipe_dev.paths import SHARED_DATA, fetched_models
 from facepipe_dev.rgw import RadosGateway, rgw_available
+
+mqtt_properties.install()  # as facepipe.cli.main does: the tests' own MQTT clients use the same codec
 
 
 def unavailable(require_switch: str, reason: str) -> NoReturn:

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from facepipe import __version__, config, models
+from facepipe import __version__, config, models, mqtt_properties
 from facepipe.config import ConfigError
 from facepipe.errors import FatalError
 from facepipe.observe import setup_logging
@@ -98,6 +98,7 @@ def _component(command: str, settings: object) -> Callable[..., Component]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    mqtt_properties.install()
     args = build_parser().parse_args(argv)
     if args.command == "hash-password":
         return _hash_password()

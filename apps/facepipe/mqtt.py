@@ -20,7 +20,6 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from facepipe import mqtt_properties  # noqa: F401  (importing it installs the fast property codec)
 from facepipe.config import BrokerSettings
 
 RECONNECT_MIN_SECONDS = 1

@@ -5,9 +5,14 @@ the packet (the 17 KiB image included), every name lookup scans a table and ever
 rebuilds its tables. A face carries 13 properties, so decoding them cost 0.16 ms per message,
 the largest single cost of the forwarder and a large one of the logger and processor.
 
-Importing this module swaps the hot methods of `paho.mqtt.properties.Properties` for the ones
-below (`install()`), for every paho client in the process: a received block is then kept with
-its Properties (`wire_block`), which the forwarder relays as is.
+`install()` swaps the hot methods of `paho.mqtt.properties.Properties` for the ones below, for
+every paho client in the process; the entry points call it (`facepipe.cli.main`, the bench, the
+test session), importing this module changes nothing. It patches paho's internals, so
+apps/pyproject.toml pins paho-mqtt to the exact version it was checked against. Once installed,
+a received block is kept with its Properties (`wire_block`), which the forwarder relays as is.
+
+`PackedProperties`, the byte-for-byte relay of a spooled block, is domain logic and works with or
+without the patch (without it `wire_block` finds nothing and the forwarder re-encodes).
 Results are identical (tests/unit/test_mqtt_properties.py compares both codecs on generated
 properties and packets); errors differ on purpose in two ways:
 
@@ -279,6 +284,3 @@ def install() -> None:
     Properties.isEmpty = _is_empty  # type: ignore[method-assign]
     Properties.pack = _pack  # type: ignore[method-assign]
     Properties.unpack = _unpack  # type: ignore[method-assign]
-
-
-install()

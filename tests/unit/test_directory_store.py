@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from facepipe.config import StoreSettings
-from facepipe.storage.base import StoreUnavailable, open_store
+from facepipe.storage import StoreUnavailable, open_store
 from facepipe.storage.directory import DirectoryStore
 
 KEY = "edge-1/2026/01/02/030405.006_cam0_b00f_7.png"

@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 from paho.mqtt.exception import MalformedPacket, MQTTException
 from paho.mqtt.packettypes import PacketTypes
 
-import facepipe.mqtt  # noqa: F401  (installs the codec)
-from facepipe.mqtt_properties import PackedProperties, _unpack, wire_block
+from facepipe.mqtt_properties import PackedProperties, _unpack, install, wire_block
+
+install()  # the codec under test (the conftest installs it for the session too)
 
 
 def load_reference() -> ModuleType:

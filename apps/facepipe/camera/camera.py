@@ -17,8 +17,9 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from facepipe import contract, imaging
 from facepipe.camera.detect import Detection, Detector, create_detector
+from facepipe.camera.gates import MotionGate, StableRate
 from facepipe.camera.sources import Frame, FrameSource, SourceError, classify, with_credentials
-from facepipe.camera.track import Candidate, MotionGate, StableRate, Tracker, quality
+from facepipe.camera.track import Candidate, Tracker, quality
 from facepipe.config import CameraSettings, redact_url
 from facepipe.contract import CONTENT_TYPES, Capture, FaceMeta
 from facepipe.mqtt import AckTracker, BrokerLink, client_id

@@ -1,4 +1,4 @@
-"""The storage interface and the factory that picks a backend from the store URL."""
+"""The storage interface every backend implements (the factory that picks one is facepipe.storage.factory)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
-
-from facepipe.config import StoreSettings
 
 LIST_LIMIT = 1000  # S3's most keys per ListObjectsV2 page
 
@@ -89,14 +87,3 @@ class Store(Protocol):
 
     def delete(self, keys: Sequence[str]) -> None:
         """Remove the objects and their metadata (absent keys are no error); raise StoreUnavailable on failure."""
-
-
-def open_store(settings: StoreSettings) -> Store:
-    """The backend for `settings.store`: file:///dir or s3://bucket/prefix."""
-    if settings.store.startswith("s3://"):
-        from facepipe.storage.s3 import S3Store
-
-        return S3Store(settings)
-    from facepipe.storage.directory import DirectoryStore
-
-    return DirectoryStore(settings.store, use_syncfs=settings.directory_sync == "filesystem")
