@@ -118,6 +118,22 @@ def logged_in(context: Any, stack: Stack, user: str, path: str = "/") -> Any:
     return page
 
 
+# The images in view. Waits take a function, never an expression: Playwright polls an expression with eval(),
+# which the gallery's Content-Security-Policy forbids (a wait that polls at all would fail).
+IMAGES_IN_VIEW = """() => [...document.images].filter(img => {
+    const box = img.getBoundingClientRect();
+    return box.width > 0 && box.bottom > 0 && box.top < innerHeight;
+})"""
+
+
+def photograph(page: Any, path: Path) -> None:
+    """A screenshot once every image in view has loaded (thumbnails and crops load after the page draws them)."""
+    page.wait_for_function(f"() => ({IMAGES_IN_VIEW})().every(img => img.complete)")
+    broken = page.evaluate(f"({IMAGES_IN_VIEW})().filter(img => img.naturalWidth === 0).map(img => img.src)")
+    assert broken == [], f"images that did not decode: {broken}"
+    page.screenshot(path=path)
+
+
 def captured(page: Any) -> list[str]:
     return page.eval_on_selector_all("[data-testid=face]", "cards => cards.map(card => card.dataset.captured)")
 
@@ -138,7 +154,7 @@ def test_no_credentials_no_faces(context: Any, stack: Stack, screenshots: Path) 
     page.fill("input[name=password]", "not the password")
     page.click("form[data-testid=login] button[type=submit]")
     page.wait_for_selector("[data-testid=login-error]:has-text('wrong')")
-    page.screenshot(path=screenshots / "login-refused.png")
+    photograph(page, screenshots / "login-refused.png")
 
 
 def test_devices_page_lists_each_device_with_todays_count(context: Any, stack: Stack, screenshots: Path) -> None:
@@ -150,11 +166,11 @@ def test_devices_page_lists_each_device_with_todays_count(context: Any, stack: S
     }
     assert counts["edge-busy"] == str(len(stack.keys("edge-busy"))) == str(BUSY_DEVICE_FACES)
     assert counts["edge-quiet"] == "3"
-    assert page.locator("tr[data-device=edge-busy] [data-testid=last-seen] time").count() == 1
+    expect(page.locator("tr[data-device=edge-busy] [data-testid=last-seen] time")).to_have_count(1)
     expect(page.locator("tr[data-device=edge-busy]")).to_have_attribute("data-online", "true")
     expect(page.locator("tr[data-device=edge-busy] [data-testid=status]")).to_contain_text("load0: opened, 9.5 fps")
     expect(page.locator("tr[data-device=edge-quiet]")).to_have_attribute("data-online", "false")
-    page.screenshot(path=screenshots / "devices.png")
+    photograph(page, screenshots / "devices.png")
 
 
 def test_a_device_coming_online_shows_without_a_reload(context: Any, stack: Stack, screenshots: Path) -> None:
@@ -167,7 +183,7 @@ def test_a_device_coming_online_shows_without_a_reload(context: Any, stack: Stac
     assert page.evaluate("window.sameDocument") is True
     stack.announce("edge-quiet", "forwarder", "offline")
     expect(page.locator("tr[data-device=edge-quiet]")).to_have_attribute("data-online", "false", timeout=10_000)
-    page.screenshot(path=screenshots / "devices-live.png")
+    photograph(page, screenshots / "devices-live.png")
 
 
 def test_a_device_page_is_newest_first_and_pages_on(context: Any, stack: Stack, screenshots: Path) -> None:
@@ -175,13 +191,13 @@ def test_a_device_page_is_newest_first_and_pages_on(context: Any, stack: Stack, 
     page.wait_for_selector("[data-testid=face]")
     first = captured(page)
     assert len(first) == PAGE_SIZE and first == sorted(first, reverse=True)
-    page.screenshot(path=screenshots / "device.png")
+    photograph(page, screenshots / "device.png")
     page.click("[data-testid=more]")
     expect(page.locator("[data-testid=face]")).to_have_count(BUSY_DEVICE_FACES)
     everything = face_ids(page)
     expected = sorted((key.removeprefix("faces/") for key in stack.keys("edge-busy")), reverse=True)
     assert everything == expected, "both pages together: every face once, newest first"
-    assert page.locator("[data-testid=more]").is_hidden()
+    expect(page.locator("[data-testid=more]")).to_be_hidden()
 
 
 def test_a_face_stored_while_the_page_is_open_appears_without_a_reload(context: Any, stack: Stack, screenshots: Path) -> None:
@@ -201,7 +217,7 @@ def test_a_face_stored_while_the_page_is_open_appears_without_a_reload(context: 
     assert len(new) == 1 and face_ids(page)[0] in new, "the new face is first"
     assert page.evaluate("window.sameDocument") is True, "no reload"
     assert seconds <= LIVE_WITHIN_SECONDS, f"the face appeared {seconds:.2f} s after the broker took it"
-    page.screenshot(path=screenshots / "device-live.png")
+    photograph(page, screenshots / "device-live.png")
 
 
 def test_a_face_page_shows_the_crop_and_its_metadata(context: Any, stack: Stack, screenshots: Path) -> None:
@@ -213,12 +229,12 @@ def test_a_face_page_shows_the_crop_and_its_metadata(context: Any, stack: Stack,
         assert label in text or label == "Track", label
     assert "loadgen/synthetic" in text and "faces/edge-quiet/" in text
     # The crop loads after the metadata is drawn: wait for the image to finish (or fail) loading, then check it decoded.
-    page.wait_for_function("document.querySelector('[data-testid=image]')?.complete === true")
+    page.wait_for_function("() => document.querySelector('[data-testid=image]')?.complete === true")
     assert page.evaluate("document.querySelector('[data-testid=image]').naturalWidth") > 0, "the crop loaded"
     with page.expect_download() as download:
         page.click("[data-testid=download]")
     assert download.value.suggested_filename.startswith("edge-quiet_") and download.value.suggested_filename.endswith(".png")
-    page.screenshot(path=screenshots / "face.png")
+    photograph(page, screenshots / "face.png")
 
 
 def test_an_admin_deletes_a_face_and_a_day_and_they_are_gone_from_s3(context: Any, stack: Stack, screenshots: Path) -> None:
@@ -231,7 +247,7 @@ def test_an_admin_deletes_a_face_and_a_day_and_they_are_gone_from_s3(context: An
     newest = face_ids(page)[0]
     page.click("[data-testid=face] >> nth=0")
     page.wait_for_selector("[data-testid=erase-face]")
-    page.screenshot(path=screenshots / "face-admin.png")
+    photograph(page, screenshots / "face-admin.png")
     page.click("[data-testid=erase-face]")
     page.wait_for_url("**/devices/edge-erase?deleted=1")
     assert f"faces/{newest}" not in stack.keys("edge-erase")
@@ -242,7 +258,7 @@ def test_an_admin_deletes_a_face_and_a_day_and_they_are_gone_from_s3(context: An
     page.wait_for_selector("[data-testid=erase-day]")
     page.click("[data-testid=erase-day]")
     page.wait_for_selector("[data-testid=banner]:has-text('Deleted 3 faces')")
-    page.screenshot(path=screenshots / "device-erased.png")
+    photograph(page, screenshots / "device-erased.png")
     assert stack.keys("edge-erase") == [], "the day's objects are gone from the bucket"
 
 
@@ -282,7 +298,7 @@ def test_a_store_that_is_down_is_said_on_the_page(context: Any, tmp_path: Path, 
         page.click("form[data-testid=login] button[type=submit]")
         page.wait_for_selector("[data-testid=banner]:has-text('not reachable')")
         page.wait_for_selector("[data-testid=unavailable]")
-        page.screenshot(path=screenshots / "store-down.png")
+        photograph(page, screenshots / "store-down.png")
         assert gallery.process.running()
     finally:
         gallery.stop()
