@@ -58,3 +58,4 @@ def test_quick_gallery_bench_reports_latencies_and_rss(tmp_path: Path) -> None:
         assert re.fullmatch(r"p50 \d+ ms, p95 \d+ ms", measures[f"newest page (60) of a device with 5,000 faces, {store}"])
         assert re.fullmatch(r"p50 \d+ ms, p95 \d+ ms", measures[f"a page (60) from the middle of that day (cursor), {store}"])
         assert re.fullmatch(r"\d+ MB serving pages, \d+ MB after thumbnails", measures[f"gallery RSS, {store}"])
+        assert re.fullmatch(r"\d+ s \([\d,]+ faces/s\)", measures[f"filling the store with 5,000 faces, {store}"])
