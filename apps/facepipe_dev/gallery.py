@@ -27,6 +27,13 @@ def write_users(path: Path) -> Path:
     return path
 
 
+def unreachable_store() -> tuple[StoreSettings, dict[str, str]]:
+    """An S3 store on a loopback port nobody listens on, and the credentials env a gallery needs to try it."""
+    storage = StoreSettings(store="s3://faces/x", s3_endpoint_url=f"http://127.0.0.1:{free_port()}")
+    env = {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+    return storage, env
+
+
 def start_gallery(
     workdir: Path,
     storage: StoreSettings,

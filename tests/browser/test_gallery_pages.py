@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +19,11 @@ from playwright.sync_api import expect
 
 from facepipe import contract
 from facepipe.config import BrokerSettings, CommonSettings, ProcessorSettings, StoreSettings
-from facepipe.contract import Capture, Status
+from facepipe.contract import Capture, FaceMeta, Status
+from facepipe.probe import synthetic_face
 from facepipe_dev.brokers import MosquittoBroker
 from facepipe_dev.components import ComponentProcess
-from facepipe_dev.gallery import PASSWORDS, start_gallery
+from facepipe_dev.gallery import PASSWORDS, start_gallery, unreachable_store
 from facepipe_dev.loadgen import LoadGenerator
 from facepipe_dev.mqtt import TestClient
 from facepipe_dev.processes import free_port, wait_until
@@ -58,15 +59,23 @@ class Stack:
         self.url: str = self.gallery.gallery_url  # type: ignore[attr-defined]
         self.published = 0
 
-    def publish(self, device: str, count: int) -> LoadGenerator:
+    def publish(self, device: str, count: int, camera: str = "load0") -> LoadGenerator:
         """Publish `count` faces of `device` (broker-acknowledged) and wait until the processor has stored them all."""
-        load = LoadGenerator(self.broker.host, self.broker.port, topic=f"cam_bin_remote/{device}", device=device, rate=200, count=count)
+        topic = f"cam_bin_remote/{device}"
+        load = LoadGenerator(self.broker.host, self.broker.port, topic=topic, device=device, camera=camera, rate=200, count=count)
         with load:
             load.wait_sent(count)
         load.stop()
         self.published += count
         wait_until(lambda: self.processor.metrics().get("facepipe_processor_stored_total", 0) >= self.published, what="faces stored")
         return load
+
+    def store_earlier(self, device: str, moments: list[datetime], camera: str = "cam0") -> None:
+        """Faces captured at `moments`, written as the processor stores them (as a spool that was offline delivers late)."""
+        for seq, moment in enumerate(moments):
+            meta = FaceMeta(device, camera, "e4a1", seq, moment, seq, 0, (0, 0, 96, 96), 0.9, "yunet/2023mar")
+            key = contract.object_key("faces", meta)
+            self.s3.put_object(Bucket=self.bucket, Key=key, Body=synthetic_face(), ContentType=contract.PNG, Metadata=meta.storage_metadata())
 
     def announce(self, device: str, component: str, state: str, capture: Capture | None = None) -> None:
         """A retained status, as a device's forwarder relays it."""
@@ -166,6 +175,9 @@ def test_devices_page_lists_each_device_with_todays_count(context: Any, stack: S
     }
     assert counts["edge-busy"] == str(len(stack.keys("edge-busy"))) == str(BUSY_DEVICE_FACES)
     assert counts["edge-quiet"] == "3"
+    today = "-".join(stack.keys("edge-busy")[0].split("/")[2:5])
+    link = page.locator("tr[data-device=edge-busy] [data-testid=faces-today] a")
+    assert link.get_attribute("href") == f"/devices/edge-busy?day={today}"
     expect(page.locator("tr[data-device=edge-busy] [data-testid=last-seen] time")).to_have_count(1)
     expect(page.locator("tr[data-device=edge-busy]")).to_have_attribute("data-online", "true")
     expect(page.locator("tr[data-device=edge-busy] [data-testid=status]")).to_contain_text("load0: opened, 9.5 fps")
@@ -200,6 +212,30 @@ def test_a_device_page_is_newest_first_and_pages_on(context: Any, stack: Stack, 
     expect(page.locator("[data-testid=more]")).to_be_hidden()
 
 
+def test_a_device_page_puts_faces_under_their_day_and_offers_its_cameras(context: Any, stack: Stack, screenshots: Path) -> None:
+    stack.publish("edge-days", 2, camera="load1")
+    today = "-".join(stack.keys("edge-days")[0].split("/")[2:5])
+    yesterday = datetime.fromisoformat(today).replace(hour=12, tzinfo=UTC) - timedelta(days=1)
+    stack.store_earlier("edge-days", [yesterday + timedelta(minutes=minute) for minute in range(3)])
+    page = logged_in(context, stack, "viewer", "/devices/edge-days")
+    expect(page.locator("[data-testid=face]")).to_have_count(5)
+    layout = page.eval_on_selector_all("[data-testid=faces] > *", "nodes => nodes.map(n => n.dataset.day || n.dataset.captured.slice(0, 10))")
+    day = yesterday.date().isoformat()
+    assert layout == [today, today, today, day, day, day, day], "a heading per day, then that day's faces newest first"
+    assert page.eval_on_selector_all("#cameras option", "options => options.map(o => o.value)") == ["load1", "cam0"]
+    photograph(page, screenshots / "device-days.png")
+    page.click(f"[data-testid=day-heading][data-day='{day}'] a")
+    page.wait_for_url(f"**/devices/edge-days?day={day}")
+    expect(page.locator("[data-testid=face]")).to_have_count(3)
+    assert page.eval_on_selector_all("[data-testid=day-heading]", "headings => headings.map(h => h.dataset.day)") == [day]
+    page.fill("input[name=camera]", "cam0")
+    page.click("form[data-testid=filters] button[type=submit]")
+    page.wait_for_url(f"**/devices/edge-days?day={day}&camera=cam0")
+    expect(page.locator("[data-testid=face]")).to_have_count(3)
+    page.goto(f"{stack.url}/devices/edge-days?camera=load1")
+    expect(page.locator("[data-testid=face]")).to_have_count(2)
+
+
 def test_a_face_stored_while_the_page_is_open_appears_without_a_reload(context: Any, stack: Stack, screenshots: Path) -> None:
     page = logged_in(context, stack, "viewer", "/devices/edge-quiet")
     page.wait_for_selector("[data-testid=face]")
@@ -215,6 +251,8 @@ def test_a_face_stored_while_the_page_is_open_appears_without_a_reload(context: 
     stack.published += 1
     new = set(face_ids(page)) - before
     assert len(new) == 1 and face_ids(page)[0] in new, "the new face is first"
+    first = page.eval_on_selector("[data-testid=faces]", "grid => [grid.children[0].dataset.day, grid.children[1].dataset.id]")
+    assert first == [face_ids(page)[0].split("/", 1)[1][:10].replace("/", "-"), face_ids(page)[0]], "under its day's heading"
     assert page.evaluate("window.sameDocument") is True, "no reload"
     assert seconds <= LIVE_WITHIN_SECONDS, f"the face appeared {seconds:.2f} s after the broker took it"
     photograph(page, screenshots / "device-live.png")
@@ -287,8 +325,7 @@ def test_a_viewer_sees_no_delete_button_and_the_api_refuses(context: Any, stack:
 
 
 def test_a_store_that_is_down_is_said_on_the_page(context: Any, tmp_path: Path, screenshots: Path) -> None:
-    storage = StoreSettings(store="s3://faces/x", s3_endpoint_url=f"http://127.0.0.1:{free_port()}")
-    env = {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+    storage, env = unreachable_store()
     gallery = start_gallery(tmp_path, storage, extra_env=env)
     try:
         page = context.new_page()

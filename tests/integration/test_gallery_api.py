@@ -25,7 +25,7 @@ from facepipe.probe import synthetic_face
 from facepipe.storage import ObjectNotFound, Store, open_store
 from facepipe_dev.brokers import MosquittoBroker
 from facepipe_dev.components import ComponentProcess
-from facepipe_dev.gallery import GalleryClient, start_gallery, write_users
+from facepipe_dev.gallery import GalleryClient, start_gallery, unreachable_store, write_users
 from facepipe_dev.processes import free_port, wait_until
 from facepipe_dev.rgw import RadosGateway
 
@@ -251,8 +251,7 @@ def test_pages_carry_a_strict_content_security_policy(fleet: Fleet) -> None:
 
 
 def test_a_store_that_is_down_is_a_clear_503(tmp_path: Path) -> None:
-    storage = StoreSettings(store="s3://faces/x", s3_endpoint_url=f"http://127.0.0.1:{free_port()}")
-    env = {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+    storage, env = unreachable_store()
     gallery = start_gallery(tmp_path, storage, extra_env=env)
     try:
         client = GalleryClient(gallery.gallery_url, "viewer")  # type: ignore[attr-defined]

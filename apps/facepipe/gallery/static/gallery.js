@@ -121,7 +121,8 @@ async function devicesPage() {
   }
 
   function render({ tr, cells, device }) {
-    cells.count.textContent = device.faces_today_complete === false ? `${device.faces_today}+` : String(device.faces_today);
+    const today = device.faces_today_complete === false ? `${device.faces_today}+` : String(device.faces_today);
+    cells.count.replaceChildren(device.faces_today ? el("a", { href: `/devices/${encodeURIComponent(device.device)}?day=${data.day}`, text: today }) : today);
     cells.thumb.replaceChildren(device.newest ? el("a", { href: device.newest.page }, el("img", { src: device.newest.thumbnail, alt: "newest face" })) : "");
     cells.seen.replaceChildren(device.last_seen ? timeElement(device.last_seen, true) : "never");
     cells.status.textContent = statusText(device);
@@ -166,6 +167,54 @@ function faceCard(face, fresh = false) {
   return el("a", { class: fresh ? "card new" : "card", href: face.page, "data-testid": "face", "data-id": face.id, "data-captured": face.captured_at },
     el("img", { src: face.thumbnail, alt: `face from ${face.camera || "unknown camera"}`, loading: "lazy" }),
     el("div", { class: "caption" }, timeElement(face.captured_at), el("span", { class: "muted", text: face.camera || "" })));
+}
+
+function longDay(day) {
+  return new Date(`${day}T00:00:00Z`).toLocaleDateString(undefined, { weekday: "long", year: "numeric", month: "long", day: "numeric", timeZone: "UTC" });
+}
+
+// The device page's grid: faces newest first under a heading per UTC day (a link to that day alone).
+class DayGrid {
+  constructor(linkOf) {
+    this.node = el("div", { class: "grid", "data-testid": "faces" });
+    this.linkOf = linkOf;
+    this.clear();
+  }
+
+  clear() {
+    this.node.replaceChildren();
+    this.first = null; // the heading of the newest day shown
+    this.lastDay = null;
+  }
+
+  heading(day) {
+    return el("h2", { class: "day", "data-testid": "day-heading", "data-day": day }, el("a", { href: this.linkOf(day), text: `${longDay(day)} (UTC)` }));
+  }
+
+  append(face) {
+    const day = face.captured_at.slice(0, 10);
+    if (day !== this.lastDay) {
+      const heading = this.heading(day);
+      this.node.append(heading);
+      this.first ??= heading;
+      this.lastDay = day;
+    }
+    this.node.append(faceCard(face));
+  }
+
+  prepend(face) {
+    const day = face.captured_at.slice(0, 10);
+    if (!this.first || this.first.dataset.day !== day) {
+      this.first = this.heading(day);
+      this.node.prepend(this.first);
+      this.lastDay ??= day;
+    }
+    this.first.after(faceCard(face, true));
+  }
+
+  has(face) {
+    return this.node.querySelector(`[data-id="${CSS.escape(face.id)}"]`) !== null;
+  }
 }
 
 function toLocalInput(iso) {
@@ -216,11 +265,18 @@ async function devicePage(device) {
 
   const daySelect = el("select", { name: "day", "data-testid": "day" }, el("option", { value: "", text: "all days" }));
   for (const day of days.days) daySelect.append(el("option", { value: day, text: day, selected: day === filters.day }));
-  const camera = el("input", { name: "camera", value: filters.camera || "", placeholder: "any", size: 10 });
+  const cameras = el("datalist", { id: "cameras" });
+  const camera = el("input", { name: "camera", value: filters.camera || "", placeholder: "any", size: 10, list: "cameras" });
+  const knownCameras = new Set();
+  function knowCamera(id) {
+    if (!id || knownCameras.has(id)) return;
+    knownCameras.add(id);
+    cameras.append(el("option", { value: id }));
+  }
   const since = el("input", { type: "datetime-local", name: "since-local", value: toLocalInput(filters.since) });
   const until = el("input", { type: "datetime-local", name: "until-local", value: toLocalInput(filters.until) });
   const form = el("form", { class: "filters", "data-testid": "filters" },
-    el("label", {}, "Day (UTC)", daySelect), el("label", {}, "Camera", camera), el("label", {}, "From", since), el("label", {}, "Until", until),
+    el("label", {}, "Day (UTC)", daySelect), el("label", {}, "Camera", camera, cameras), el("label", {}, "From", since), el("label", {}, "Until", until),
     el("button", { type: "submit", text: "Show" }));
   form.addEventListener("submit", (event) => {
     event.preventDefault();
@@ -232,16 +288,20 @@ async function devicePage(device) {
     location.search = next.toString();
   });
 
-  const grid = el("div", { class: "grid", "data-testid": "faces" });
+  const grid = new DayGrid((day) => {
+    const only = new URLSearchParams({ day });
+    if (filters.camera) only.set("camera", filters.camera);
+    return `?${only}`;
+  });
   const more = el("button", { class: "more", type: "button", text: "Load more", "data-testid": "more", hidden: true });
   const count = el("span", { class: "muted", "data-testid": "shown" });
   const tools = el("div", { class: "toolbar" }, count, el("span", { class: "spacer" }));
   if (session.role === "admin") tools.append(eraseButton(device, filters, () => {
-    grid.replaceChildren();
+    grid.clear();
     shown = 0;
     count.textContent = "0 faces shown";
   }));
-  view.replaceChildren(el("h1", {}, el("a", { href: "/", text: "Devices" }), " / ", device), form, tools, grid, more);
+  view.replaceChildren(el("h1", {}, el("a", { href: "/", text: "Devices" }), " / ", device), form, tools, grid.node, more);
 
   let cursor = null;
   let shown = 0;
@@ -250,7 +310,10 @@ async function devicePage(device) {
     if (cursor) query.set("cursor", cursor);
     more.disabled = true;
     const page = await api(`/api/faces?${query}`);
-    for (const face of page.faces) grid.append(faceCard(face));
+    for (const face of page.faces) {
+      grid.append(face);
+      knowCamera(face.camera);
+    }
     shown += page.faces.length;
     cursor = page.next;
     more.hidden = !cursor;
@@ -266,8 +329,9 @@ async function devicePage(device) {
     liveStream(device, (face) => {
       if (filters.camera && face.camera !== filters.camera) return;
       if (filters.since && face.captured_at < new Date(filters.since).toISOString()) return;
-      if (grid.querySelector(`[data-id="${CSS.escape(face.id)}"]`)) return;
-      grid.prepend(faceCard(face, true));
+      if (grid.has(face)) return;
+      grid.prepend(face);
+      knowCamera(face.camera);
       shown += 1;
       count.textContent = `${shown} face${shown === 1 ? "" : "s"} shown${cursor ? ", newest first" : ""}`;
     });
