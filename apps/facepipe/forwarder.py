@@ -25,6 +25,7 @@ from prometheus_client import Counter, Gauge
 from facepipe import contract
 from facepipe.config import ForwarderSettings
 from facepipe.mqtt import AckTracker, BrokerLink, client_id
+from facepipe.observe import counted
 from facepipe.service import Component
 from facepipe.spool import DROP_REASONS, Entry, Spool, encode_properties
 from facepipe.status import StatusAnnouncer, publish_status
@@ -42,7 +43,6 @@ class Forwarder(Component):
         self.settings = settings
         self.topic = contract.remote_topic(settings.remote.topic, settings.common.device_id)
         self.lock = threading.Lock()
-        self.totals = {"received": 0, "forwarded": 0, "refused": 0, "spool_dropped": 0}
         reg = self.registry
         self.received = Counter("facepipe_forwarder_received_total", "faces read from the edge broker", registry=reg)
         self.forwarded = Counter("facepipe_forwarder_forwarded_total", "faces acknowledged by the cloud broker", registry=reg)
@@ -87,8 +87,6 @@ class Forwarder(Component):
 
     def _on_spool_drop(self, reason: str, count: int) -> None:
         self.spool_dropped.labels(reason).inc(count)
-        with self.lock:
-            self.totals["spool_dropped"] += count
         self.log.error("spool.dropped", extra={"reason": reason, "count": count, "spool": self.settings.spool_dir})
 
     # --- edge -> spool ---------------------------------------------------------------------
@@ -100,7 +98,6 @@ class Forwarder(Component):
         self.spool.append(encode_properties(getattr(msg, "properties", None)), msg.payload)
         self.received.inc()
         with self.lock:
-            self.totals["received"] += 1
             self.unsynced.append(msg)
 
     def _sync_loop(self, stop: threading.Event) -> None:
@@ -167,16 +164,12 @@ class Forwarder(Component):
     def _refused(self, entry: Entry, reason: ReasonCode) -> None:
         """The cloud broker refused a face (for instance its ACL): retrying cannot help; say so loudly."""
         self.refused.inc()
-        with self.lock:
-            self.totals["refused"] += 1
         self.log.error("face.refused", extra={"topic": self.topic, "reason": str(reason), "bytes": len(entry.payload)})
         self.spool.ack(entry)
 
     def _done(self, entry: Entry) -> None:
         self.spool.ack(entry)
         self.forwarded.inc()
-        with self.lock:
-            self.totals["forwarded"] += 1
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -203,5 +196,7 @@ class Forwarder(Component):
         return self.local.connected.is_set() and self.remote.connected.is_set()
 
     def summary(self) -> dict[str, Any]:
-        with self.lock:
-            return dict(self.totals, inflight=len(self.acks), spooled=self.spool.pending())
+        return {
+            "received": counted(self.received), "forwarded": counted(self.forwarded), "refused": counted(self.refused),
+            "spool_dropped": counted(self.spool_dropped), "inflight": len(self.acks), "spooled": self.spool.pending(),
+        }  # fmt: skip

@@ -15,6 +15,7 @@ from facepipe import contract
 from facepipe.config import LoggerSettings
 from facepipe.contract import ContractError, FaceMeta, format_timestamp
 from facepipe.mqtt import BrokerLink, client_id
+from facepipe.observe import counted
 from facepipe.service import Component
 from facepipe.status import StatusAnnouncer
 
@@ -86,9 +87,7 @@ class FaceLogger(Component):
         self.malformed = Counter("facepipe_logger_malformed_total", "messages that break the contract", ["reason"], registry=self.registry)
         for counter in (self.faces, self.lost, self.duplicates):  # this device's series exist at 0 from the start
             counter.labels(settings.common.device_id)
-        self.totals = {"faces": 0, "lost": 0, "duplicates": 0, "malformed": 0}
         self.lock = threading.Lock()  # the seq tracker: paho's thread and the loss check
-        self.totals_lock = threading.Lock()
         broker = settings.broker
         self.link = BrokerLink(
             "local", broker, client_id(broker, "logger", settings.common.device_id), self.link_metrics, log,
@@ -103,7 +102,6 @@ class FaceLogger(Component):
             meta = FaceMeta.from_properties(getattr(msg, "properties", None))
         except ContractError as exc:
             self.malformed.labels(exc.reason).inc()
-            self._count("malformed")
             self.log.warning(
                 "face.malformed", extra={"topic": msg.topic, "bytes": len(msg.payload), "reason": exc.reason, "detail": exc.detail}
             )
@@ -112,10 +110,8 @@ class FaceLogger(Component):
             repeat = self.seqs.observe(meta)
         if repeat:
             self.duplicates.labels(meta.device).inc()
-            self._count("duplicates")
             return
         self.faces.labels(meta.device).inc()
-        self._count("faces")
         self.log.info(
             "face",
             extra={
@@ -124,10 +120,6 @@ class FaceLogger(Component):
             },
         )  # fmt: skip
 
-    def _count(self, name: str, amount: int = 1) -> None:
-        with self.totals_lock:
-            self.totals[name] += amount
-
     def report_losses(self) -> None:
         """Count and log the faces whose gap the grace period did not fill."""
         with self.lock:
@@ -135,7 +127,6 @@ class FaceLogger(Component):
         for (device, camera, boot), first, last in runs:
             count = last - first + 1
             self.lost.labels(device).inc(count)
-            self._count("lost", count)
             self.log.warning(
                 "faces.lost",
                 extra={"device": device, "camera": camera, "boot": boot, "count": count, "first_seq": first, "before_seq": last + 1},
@@ -154,5 +145,7 @@ class FaceLogger(Component):
         return self.link.connected.is_set()
 
     def summary(self) -> dict[str, Any]:
-        with self.totals_lock:
-            return dict(self.totals)
+        return {
+            "faces": counted(self.faces), "lost": counted(self.lost), "duplicates": counted(self.duplicates),
+            "malformed": counted(self.malformed),
+        }  # fmt: skip

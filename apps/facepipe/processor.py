@@ -31,6 +31,7 @@ from facepipe.config import ProcessorSettings
 from facepipe.contract import ContractError, FaceMeta
 from facepipe.fleet import Fleet
 from facepipe.mqtt import BrokerLink, client_id
+from facepipe.observe import counted
 from facepipe.service import Component
 from facepipe.storage import Store, StoreRefused, StoreUnavailable, open_store
 
@@ -75,8 +76,6 @@ class Processor(Component):
         self.queue: queue.Queue[mqtt.MQTTMessage] = queue.Queue(maxsize=settings.workers * 64)
         self.store_ok = threading.Event()
         self.stopping = threading.Event()
-        self.lock = threading.Lock()
-        self.totals = {"received": 0, "stored": 0, "rejected": 0, "store_errors": 0}
         reg = self.registry
         self.received = Counter("facepipe_processor_received_total", "messages received", registry=reg)
         self.stored = Counter("facepipe_processor_stored_total", "faces stored", registry=reg)
@@ -140,10 +139,6 @@ class Processor(Component):
             except queue.Full:
                 continue
 
-    def _count(self, name: str, number: int = 1) -> None:
-        with self.lock:
-            self.totals[name] += number
-
     def run(self, stop: threading.Event) -> None:
         self.stopping = stop
         self._prepare_store(stop)
@@ -202,7 +197,6 @@ class Processor(Component):
         done: list[mqtt.MQTTMessage] = []
         accepted: list[tuple[mqtt.MQTTMessage, StoredFace]] = []
         self.received.inc(len(batch))
-        self._count("received", len(batch))
         for msg in batch:
             cost = imaging.check_cost(msg.payload, self.settings.max_pixels)
             if not self.checking.acquire(cost, stop):
@@ -211,7 +205,6 @@ class Processor(Component):
                 accepted.append((msg, prepare(msg.topic, msg.payload, getattr(msg, "properties", None), self.settings, self.store.prefix)))
             except ContractError as exc:
                 self.rejected.labels(exc.reason).inc()
-                self._count("rejected")
                 self.log.warning(
                     "face.rejected",
                     extra={"topic": msg.topic, "bytes": len(msg.payload), "reason": exc.reason, "detail": exc.detail[:300]},
@@ -223,7 +216,6 @@ class Processor(Component):
             return done
         now = datetime.now(UTC)
         self.stored.inc(len(accepted))
-        self._count("stored", len(accepted))
         for msg, face in accepted:
             if face.meta is not None:
                 self.latency.observe(max(0.0, (now - face.meta.captured_at).total_seconds()))
@@ -246,7 +238,6 @@ class Processor(Component):
                 return True
             except StoreUnavailable as exc:
                 self.store_errors.inc()
-                self._count("store_errors")
                 delay = self._store_failed("store.failed", exc, delay, stop, faces=len(faces))
         return False
 
@@ -268,5 +259,7 @@ class Processor(Component):
         return self.link.connected.is_set() and self.store_ok.is_set()
 
     def summary(self) -> dict[str, Any]:
-        with self.lock:
-            return dict(self.totals)
+        return {
+            "received": counted(self.received), "stored": counted(self.stored), "rejected": counted(self.rejected),
+            "store_errors": counted(self.store_errors),
+        }  # fmt: skip

@@ -23,6 +23,7 @@ from facepipe.camera.track import Candidate, Tracker, quality
 from facepipe.config import CameraSettings, redact_url
 from facepipe.contract import CONTENT_TYPES, Capture, FaceMeta
 from facepipe.mqtt import AckTracker, BrokerLink, client_id
+from facepipe.observe import counted
 from facepipe.service import Component
 from facepipe.status import StatusAnnouncer
 
@@ -66,10 +67,6 @@ class Camera(Component):
         self.lock = threading.Lock()
         self.acks: AckTracker[int] = AckTracker(lambda _seq: self._published(), lambda seq, reason: self._drop("refused", seq, str(reason)))
         self.source_open = threading.Event()
-        self.totals = {
-            "frames_read": 0, "frames": 0, "frames_dropped": 0, "frames_skipped_no_motion": 0, "frames_skipped_stable": 0,
-            "scene_changes": 0, "faces_detected": 0, "published": 0, "dropped": 0,
-        }  # fmt: skip
         self.tracker = Tracker(settings.track_republish_seconds) if settings.publish_policy == "track" else None
         self.motion = MotionGate(settings.motion_threshold, settings.motion_max_skip_seconds) if settings.motion_gate else None
         self.stable_rate = (
@@ -106,7 +103,7 @@ class Camera(Component):
             "facepipe_camera_source_state", "1 for the video source's current state (contract.SOURCE_STATES)", ["state"], registry=reg
         )
         self.state = "opening"
-        self.frames_read_before = 0  # by the sources closed before the current one
+        self.source_read = 0  # frames of the current source already counted in frames_read
         self.capture_clock = (time.monotonic(), 0)  # (when, frames read) at the previous status, for its fps
         broker = settings.broker
         self.link = BrokerLink("edge", broker, client_id(broker, "camera", settings.common.device_id), self.link_metrics, log)
@@ -125,13 +122,9 @@ class Camera(Component):
 
     def _published(self) -> None:
         self.published.inc()
-        with self.lock:
-            self.totals["published"] += 1
 
     def _drop(self, reason: str, seq: int, detail: str = "") -> None:
         self.dropped.labels(reason).inc()
-        with self.lock:
-            self.totals["dropped"] += 1
         self.log.warning("face.dropped", extra={"reason": reason, "seq": seq, "detail": detail})
 
     def candidate(self, frame: Frame, index: int, detection: Detection, scored: bool) -> Candidate:
@@ -179,16 +172,14 @@ class Camera(Component):
 
     def _count_read(self, source: FrameSource) -> None:
         with self.lock:
-            read = self.frames_read_before + source.frames_read
-            new = read - self.totals["frames_read"]
-            self.totals["frames_read"] = read
+            new, self.source_read = source.frames_read - self.source_read, source.frames_read
         self.frames_read.inc(new)
 
     def capture(self) -> Capture:
         """The camera's part of its status: the source's state, counters, and frames read per second since the last status."""
         now = time.monotonic()
+        read, analysed, faces = counted(self.frames_read), counted(self.frames), counted(self.detected)
         with self.lock:
-            read, analysed, faces = self.totals["frames_read"], self.totals["frames"], self.totals["faces_detected"]
             then, read_then = self.capture_clock
             self.capture_clock = (now, read)
         fps = round((read - read_then) / (now - then), 2) if now > then else 0.0
@@ -198,8 +189,6 @@ class Camera(Component):
 
     def _skip(self, reason: str) -> None:
         self.skipped.labels(reason).inc()
-        with self.lock:
-            self.totals[f"frames_skipped_{reason}"] += 1
 
     def analyse(self, frame: Frame) -> None:
         if frame.new_scene:
@@ -215,9 +204,6 @@ class Camera(Component):
         self.detect_seconds.observe(time.perf_counter() - started)
         self.frames.inc()
         self.detected.inc(len(detections))
-        with self.lock:
-            self.totals["frames"] += 1
-            self.totals["faces_detected"] += len(detections)
         if self.tracker is None:
             for index, detection in enumerate(detections):
                 self.publish(self.candidate(frame, index, detection, scored=False))
@@ -235,8 +221,6 @@ class Camera(Component):
     def _new_scene(self) -> None:
         """Nothing tracked so far is in this frame: a face at the place of an earlier one is a new face."""
         self.scene_changes.inc()
-        with self.lock:
-            self.totals["scene_changes"] += 1
         self._flush_tracks()
 
     def _open(self, stop: threading.Event) -> FrameSource | None:
@@ -266,8 +250,6 @@ class Camera(Component):
             self._count_read(source)
             self.analyse(frame)
             self.frames_dropped.set(source.dropped)
-            with self.lock:
-                self.totals["frames_dropped"] = source.dropped
             if min_period:
                 stop.wait(max(0.0, min_period - (time.monotonic() - started)))
 
@@ -291,7 +273,7 @@ class Camera(Component):
                     source.close()
                     self.source_open.clear()
                     with self.lock:
-                        self.frames_read_before = self.totals["frames_read"]
+                        self.source_read = 0
                 if not live:
                     self._set_state("ended")
                     break
@@ -318,15 +300,18 @@ class Camera(Component):
         if unacknowledged:
             self.log.error("faces.unacknowledged", extra={"count": unacknowledged})
             self.dropped.labels("unacknowledged").inc(unacknowledged)
-            with self.lock:
-                self.totals["dropped"] += unacknowledged
 
     def ready(self) -> bool:
         return self.link.connected.is_set() and self.source_open.is_set()
 
     def summary(self) -> dict[str, Any]:
-        with self.lock:
-            return dict(self.totals, boot=self.boot)
+        return {
+            "frames_read": counted(self.frames_read), "frames": counted(self.frames), "frames_dropped": counted(self.frames_dropped),
+            "frames_skipped_no_motion": counted(self.skipped, reason="no_motion"),
+            "frames_skipped_stable": counted(self.skipped, reason="stable"), "scene_changes": counted(self.scene_changes),
+            "faces_detected": counted(self.detected), "published": counted(self.published), "dropped": counted(self.dropped),
+            "boot": self.boot,
+        }  # fmt: skip
 
 
 __all__ = ["Camera", "SourceError"]

@@ -38,6 +38,7 @@ from facepipe.gallery.api import Api, Request, Response, error_response, json_re
 from facepipe.gallery.catalog import Catalog
 from facepipe.gallery.live import Hub, LiveFeed, device_status
 from facepipe.mqtt import client_id
+from facepipe.observe import counted
 from facepipe.service import Component, port_error
 from facepipe.storage import Store, StoreUnavailable, open_store
 
@@ -98,8 +99,6 @@ class Gallery(Component):
         self.viewer_groups = auth.split_list(settings.viewer_groups)
         self.static = _static_files()
         self.store_error = ""
-        self.lock = threading.Lock()
-        self.totals = {"requests": 0, "erased": 0, "logins": 0, "login_failures": 0}
         reg = self.registry
         self.requests = Counter("facepipe_gallery_requests_total", "HTTP requests, by route and status", ["route", "status"], registry=reg)
         self.seconds = Histogram(
@@ -130,8 +129,6 @@ class Gallery(Component):
 
     def _count_erased(self, number: int) -> None:
         self.erased.inc(number)
-        with self.lock:
-            self.totals["erased"] += number
 
     def _server(self, host: str, port: int, trusted_proxy: bool) -> ThreadingHTTPServer:
         class Handler(GalleryHandler):
@@ -190,12 +187,10 @@ class Gallery(Component):
         return self.listening.is_set()
 
     def summary(self) -> dict[str, Any]:
-        with self.lock:
-            return dict(self.totals)
-
-    def count(self, name: str) -> None:
-        with self.lock:
-            self.totals[name] += 1
+        return {
+            "requests": counted(self.requests), "erased": counted(self.erased), "logins": counted(self.logins, outcome="ok"),
+            "login_failures": counted(self.logins, outcome="refused"),
+        }  # fmt: skip
 
     # --- who is asking -------------------------------------------------------------------------------
 
@@ -251,11 +246,9 @@ class Gallery(Component):
         if user is None or not auth.verify_password(password, user.hash):
             self.throttle.failed(request.client)
             self.logins.labels("refused").inc()
-            self.count("login_failures")
             self.log.warning("login.refused", extra={"user": name[:64], "client": request.client})
             return error_response(401, "wrong user name or password")
         self.logins.labels("ok").inc()
-        self.count("logins")
         self.log.info("login.ok", extra={"user": name, "role": user.role, "client": request.client})
         cookie = self._cookie_header(self.sessions.issue(user), int(self.sessions.lifetime))
         return json_response(200, {"user": user.name, "role": user.role}, {"Set-Cookie": cookie})
@@ -324,7 +317,6 @@ class GalleryHandler(BaseHTTPRequestHandler):
             self._send(response, method == "HEAD")
         self.gallery.requests.labels(route, str(response.status if response else 200)).inc()
         self.gallery.seconds.labels(route).observe(time.perf_counter() - started)
-        self.gallery.count("requests")
 
     def _answer(self, method: str) -> tuple[str, Response | None]:
         gallery = self.gallery
