@@ -1,6 +1,8 @@
 """Configuration of every component, in one place: environment variables with matching flags.
 
-Each setting is a dataclass field carrying its environment variable, help text and check.
+Each setting is a dataclass field carrying its environment variable, help text and check: its limits as
+data (`Limits`, `choices`), from which `python -m facepipe_dev.generate` writes the charts'
+values.schema.json entries and the README's configuration table, or a function for what no limit says.
 A value comes from the command-line flag if given, else from the environment, else the default.
 `--check-config` prints the effective configuration (secrets masked) and exits; a bad value
 exits with status 2 and a message naming the flag and the variable.
@@ -51,36 +53,51 @@ def group(prefix_env: str, prefix_flag: str, factory: Callable[[], Any], help: s
     return field(default_factory=factory, metadata=meta)
 
 
-def port(value: int) -> str | None:
-    return None if 1 <= value <= 65535 else "must be a TCP port (1..65535)"
+@dataclass(frozen=True)
+class Limits:
+    """A setting's allowed values as data: the app checks a value against them (`limits(value)` is the problem or
+    None) and `python -m facepipe_dev.generate` writes them into each chart's values.schema.json."""
+
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_minimum: bool = False  # the minimum itself is not allowed
+    off: float | None = None  # one value allowed outside the range, meaning "off"
+    pattern: str | None = None  # a regular expression the whole value must match
+    message: str = ""  # how the problem is said (default: from the limits)
+
+    def __call__(self, value: Any) -> str | None:
+        if self.pattern is not None:
+            return None if re.fullmatch(self.pattern, value) else self.message or f"must match {self.pattern}"
+        if self.off is not None and value == self.off:
+            return None
+        low = self.minimum is None or (value > self.minimum if self.exclusive_minimum else value >= self.minimum)
+        high = self.maximum is None or value <= self.maximum
+        return None if low and high else self.message or self.describe()
+
+    def describe(self) -> str:
+        """The limits in words: "must be between 0 and 3600", "must be 0 (off) or between 1 and 1000"."""
+        if self.pattern is not None:
+            return f"must match {self.pattern}"
+        off = f"{self.off:g} (off) or " if self.off is not None else ""
+        if self.minimum is not None and self.maximum is not None and not self.exclusive_minimum:
+            return f"must be {off}between {self.minimum:g} and {self.maximum:g}"
+        parts = []
+        if self.minimum is not None:
+            parts.append(f"greater than {self.minimum:g}" if self.exclusive_minimum else f"{self.minimum:g} or more")
+        if self.maximum is not None:
+            parts.append(f"at most {self.maximum:g}")
+        return f"must be {off}{' and '.join(parts)}"
 
 
-def http_port(value: int) -> str | None:
-    return None if 0 <= value <= 65535 else "must be 0 (disabled) or a TCP port (1..65535)"
-
-
-def qos(value: int) -> str | None:
-    return None if value in (0, 1) else "must be 0 or 1"
-
-
-def positive(value: float) -> str | None:
-    return None if value > 0 else "must be greater than 0"
-
-
-def non_negative(value: float) -> str | None:
-    return None if value >= 0 else "must be 0 or more"
-
-
-def rate_or_off(value: float) -> str | None:
-    return None if value == 0 or value >= 1 else "must be 0 (off) or at least 1 (a track ends after a second unseen)"
-
-
-def fraction(value: float) -> str | None:
-    return None if 0.0 <= value <= 1.0 else "must be between 0 and 1"
-
-
-def identifier(value: str) -> str | None:
-    return None if contract.ID_PATTERN.fullmatch(value) else f"must match {contract.ID_PATTERN.pattern}"
+port = Limits(1, 65535, message="must be a TCP port (1..65535)")
+http_port = Limits(0, 65535, message="must be 0 (disabled) or a TCP port (1..65535)")
+qos = Limits(0, 1, message="must be 0 or 1")
+positive = Limits(0, exclusive_minimum=True, message="must be greater than 0")
+non_negative = Limits(0, message="must be 0 or more")
+fraction = Limits(0.0, 1.0, message="must be between 0 and 1")
+identifier = Limits(pattern=contract.ID_PATTERN.pattern)
+keepalive = Limits(1, 65535, message="must be 1..65535 seconds (MQTT's limit)")
+retry_seconds = Limits(0.1, 3600)
 
 
 def topic_name(value: str) -> str | None:
@@ -128,7 +145,7 @@ class BrokerSettings:
     cert_file: str = setting("", "CERT_FILE", "client certificate for mutual TLS")
     key_file: str = setting("", "KEY_FILE", "client key for mutual TLS", secret=True)
     client_id: str = setting("", "CLIENT_ID", "MQTT client id (empty: facepipe-<component>-<device>)")
-    keepalive: int = setting(30, "KEEPALIVE", "keepalive seconds", check=positive)
+    keepalive: int = setting(30, "KEEPALIVE", "keepalive seconds", check=keepalive)
 
     @property
     def address(self) -> str:
@@ -176,7 +193,7 @@ class DetectorSettings:
     model_dir: str = setting("", "FACEPIPE_MODEL_DIR", "directory of fetched model files (empty: the default cache)")
     score_threshold: float = setting(0.6, "FACEPIPE_SCORE_THRESHOLD", "minimum detector score (yunet)", check=fraction)
     detect_width: int = setting(
-        320, "FACEPIPE_DETECT_WIDTH", "width of the downscaled copy detection runs on (0: full size)", check=non_negative
+        320, "FACEPIPE_DETECT_WIDTH", "width of the downscaled copy detection runs on (0: full size)", check=Limits(0, 7680)
     )
     min_face: int = setting(20, "FACEPIPE_MIN_FACE", "smallest face kept, in source pixels", check=non_negative)
 
@@ -203,18 +220,16 @@ class CameraSettings:
         "FACEPIPE_CROP_MARGIN",
         f"margin added around each face, as a fraction of its size (at most {contract.MAX_CROP_MARGIN:g}: the processor "
         "refuses crops larger than their face box allows with that margin)",
-        check=lambda v: None if 0 <= v <= contract.MAX_CROP_MARGIN else f"must be between 0 and {contract.MAX_CROP_MARGIN:g}",
+        check=Limits(0, contract.MAX_CROP_MARGIN),
     )
     image_format: str = setting("png", "FACEPIPE_IMAGE_FORMAT", "encoding of the published crops", choices=("png", "jpeg"))
-    jpeg_quality: int = setting(
-        90, "FACEPIPE_JPEG_QUALITY", "JPEG quality (1..100)", check=lambda v: None if 1 <= v <= 100 else "must be 1..100"
-    )
+    jpeg_quality: int = setting(90, "FACEPIPE_JPEG_QUALITY", "JPEG quality (1..100)", check=Limits(1, 100, message="must be 1..100"))
     png_compression: int = setting(
-        1, "FACEPIPE_PNG_COMPRESSION", "PNG compression level (0..9)", check=lambda v: None if 0 <= v <= 9 else "must be 0..9"
+        1, "FACEPIPE_PNG_COMPRESSION", "PNG compression level (0..9)", check=Limits(0, 9, message="must be 0..9")
     )
     realtime: bool = setting(False, "FACEPIPE_REALTIME", "play a file at its own frame rate and drop frames like a live camera")
     loop: bool = setting(False, "FACEPIPE_LOOP", "start a file or image directory again when it ends")
-    max_fps: float = setting(0.0, "FACEPIPE_MAX_FPS", "cap on frames analysed per second (0: no cap)", check=non_negative)
+    max_fps: float = setting(0.0, "FACEPIPE_MAX_FPS", "cap on frames analysed per second (0: no cap)", check=Limits(0, 1000))
     publish_policy: str = setting(
         "track",
         "FACEPIPE_PUBLISH_POLICY",
@@ -226,30 +241,33 @@ class CameraSettings:
         10.0,
         "FACEPIPE_TRACK_REPUBLISH_SECONDS",
         "with the track policy, the shortest time between two crops of one face",
-        check=non_negative,
+        check=Limits(0, 86400),
     )
     motion_gate: bool = setting(False, "FACEPIPE_MOTION_GATE", "skip detection on frames without motion (a cheap frame difference)")
     motion_threshold: float = setting(
         0.005, "FACEPIPE_MOTION_THRESHOLD", "fraction of changed pixels that counts as motion", check=fraction
     )
     motion_max_skip_seconds: float = setting(
-        2.0, "FACEPIPE_MOTION_MAX_SKIP_SECONDS", "detect at least this often even without motion", check=positive
+        2.0,
+        "FACEPIPE_MOTION_MAX_SKIP_SECONDS",
+        "detect at least this often even without motion",
+        check=Limits(0, 3600, exclusive_minimum=True),
     )
     stable_max_fps: float = setting(
         0.0,
         "FACEPIPE_STABLE_MAX_FPS",
         "with the track policy, cap on frames analysed per second while the faces in view are stable: tracked, none new "
         "for FACEPIPE_STABLE_AFTER_SECONDS (0: no such cap)",
-        check=rate_or_off,
+        check=Limits(1, 1000, off=0, message="must be 0 (off) or between 1 (a track ends after a second unseen) and 1000"),
     )
     stable_after_seconds: float = setting(
         0.0,
         "FACEPIPE_STABLE_AFTER_SECONDS",
         "the faces in view count as stable once no new one has appeared for this long (0: as soon as they are tracked)",
-        check=non_negative,
+        check=Limits(0, 3600),
     )
     reconnect_seconds: float = setting(
-        5.0, "FACEPIPE_SOURCE_RETRY_SECONDS", "wait before reopening a live source that failed", check=positive
+        5.0, "FACEPIPE_SOURCE_RETRY_SECONDS", "wait before reopening a live source that failed", check=retry_seconds
     )
 
 
@@ -272,7 +290,9 @@ class ForwarderSettings:
     local: BrokerSettings = group("LOCAL_MQTT_", "local", BrokerSettings, "edge broker to read faces from")
     remote: BrokerSettings = group("REMOTE_MQTT_", "remote", remote_broker, "cloud broker to forward faces to")
     status: StatusSettings = group("", "", StatusSettings, "status")
-    max_inflight: int = setting(100, "FACEPIPE_MAX_INFLIGHT", "unacknowledged QoS 1 messages in flight to the cloud", check=positive)
+    max_inflight: int = setting(
+        100, "FACEPIPE_MAX_INFLIGHT", "unacknowledged QoS 1 messages in flight to the cloud", check=Limits(1, 65535)
+    )
     spool_dir: str = setting(
         DEFAULT_SPOOL_DIR,
         "FACEPIPE_SPOOL_DIR",
@@ -309,7 +329,7 @@ class StoreSettings:
         0,
         "FACEPIPE_RETENTION_DAYS",
         "delete faces older than this many days (S3 lifecycle rule / directory pruning; 0: keep)",
-        check=non_negative,
+        check=Limits(0, 36500),
     )
 
 
@@ -319,7 +339,7 @@ class ProcessorSettings:
     broker: BrokerSettings = group("REMOTE_MQTT_", "remote", remote_broker, "cloud broker the processor subscribes to")
     storage: StoreSettings = group("", "", StoreSettings, "storage")
     share_group: str = setting("", "FACEPIPE_SHARE_GROUP", "shared-subscription group, for several replicas (empty: none)")
-    workers: int = setting(4, "FACEPIPE_WORKERS", "threads validating and storing faces", check=positive)
+    workers: int = setting(4, "FACEPIPE_WORKERS", "threads validating and storing faces", check=Limits(1, 256))
     max_bytes: int = setting(contract.DEFAULT_MAX_PAYLOAD_BYTES, "FACEPIPE_MAX_BYTES", "largest accepted payload in bytes", check=positive)
     max_pixels: int = setting(
         contract.DEFAULT_MAX_PIXELS, "FACEPIPE_MAX_PIXELS", "largest accepted image in pixels (a face crop, not a frame)", check=positive
@@ -341,10 +361,10 @@ class ProcessorSettings:
         86400,
         "FACEPIPE_SESSION_EXPIRY",
         "seconds the broker keeps this processor's session and queued faces (0: clean session)",
-        check=non_negative,
+        check=Limits(0, 2**32 - 1, message="must be 0..4294967295 (MQTT's session expiry limit)"),
     )
     store_retry_max_seconds: float = setting(
-        30.0, "FACEPIPE_STORE_RETRY_MAX_SECONDS", "longest wait between retries of a failed store", check=positive
+        30.0, "FACEPIPE_STORE_RETRY_MAX_SECONDS", "longest wait between retries of a failed store", check=retry_seconds
     )
 
 
@@ -366,15 +386,12 @@ class ProbeSettings:
     gallery_password: str = setting("", "FACEPIPE_PROBE_GALLERY_PASSWORD", "its password", secret=True)
 
 
-def page_size(value: int) -> str | None:
-    return None if 1 <= value <= MAX_PAGE_SIZE else f"must be 1..{MAX_PAGE_SIZE}"
-
-
 def header_name(value: str) -> str | None:
     return None if value and all(c.isalnum() or c == "-" for c in value) else "must be an HTTP header name (letters, digits, -)"
 
 
 MAX_PAGE_SIZE = 500
+page_size = Limits(1, MAX_PAGE_SIZE, message=f"must be 1..{MAX_PAGE_SIZE}")
 
 
 @dataclass(frozen=True)
