@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from facepipe.spool import SEGMENT_BYTES
 from facepipe_dev import crds
 from facepipe_dev.paths import REPO
 
@@ -325,8 +326,8 @@ _QUANTITY_FACTORS = {
     "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
 }  # fmt: skip
 
-# The forwarder's spool drops whole segments of this size (facepipe.spool.SEGMENT_BYTES).
-SPOOL_SEGMENT_BYTES = 8 * 1024 * 1024
+# The forwarder's spool drops whole segments of this size (face-edge reads it from files/spool.json, generated).
+SPOOL_SEGMENT_BYTES = SEGMENT_BYTES
 
 
 def broker_access(docs: Iterable[Mapping[str, Any]], users: Sequence[str]) -> dict[str, Any]:

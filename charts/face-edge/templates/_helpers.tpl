@@ -92,11 +92,13 @@ camera.extraVolumes {{ .name }} (a hostPath)
 {{- end -}}
 {{- $sizeBytes := include "facepipe.bytes" .Values.forwarder.spool.size | int64 -}}
 {{- $maxBytes := include "face-edge.spool.maxBytes" . | int64 -}}
-{{- if lt $sizeBytes 16777216 -}}
-{{- $problems = append $problems (printf "forwarder.spool.size (%s) is too small for a spool: give it at least 16Mi." .Values.forwarder.spool.size) -}}
+{{- $segment := include "face-edge.spool.segmentBytes" . | int64 -}}
+{{- $segmentMiB := div $segment 1048576 -}}
+{{- if lt $sizeBytes (mul 2 $segment) -}}
+{{- $problems = append $problems (printf "forwarder.spool.size (%s) is too small for a spool: give it at least %dMi." .Values.forwarder.spool.size (mul 2 $segmentMiB)) -}}
 {{- end -}}
-{{- if gt (add $maxBytes 8388608) $sizeBytes -}}
-{{- $problems = append $problems (printf "forwarder.spool.maxBytes (%d) must stay at least 8 MiB below forwarder.spool.size (%s = %d bytes): the spool may exceed its limit by one 8 MiB segment, and a full volume stops it (an emptyDir over its size limit evicts the pod). Lower maxBytes (0: derived from size) or raise size (with existingClaim: set size to the claim's size)." $maxBytes .Values.forwarder.spool.size $sizeBytes) -}}
+{{- if gt (add $maxBytes $segment) $sizeBytes -}}
+{{- $problems = append $problems (printf "forwarder.spool.maxBytes (%d) must stay at least %d MiB below forwarder.spool.size (%s = %d bytes): the spool may exceed its limit by one %d MiB segment, and a full volume stops it (an emptyDir over its size limit evicts the pod). Lower maxBytes (0: derived from size) or raise size (with existingClaim: set size to the claim's size)." $maxBytes $segmentMiB .Values.forwarder.spool.size $sizeBytes $segmentMiB) -}}
 {{- end -}}
 {{- include "facepipe.validate" (dict "ctx" . "problems" $problems) -}}
 {{- end -}}
@@ -106,13 +108,19 @@ camera.extraVolumes {{ .name }} (a hostPath)
 {{- if .Values.forwarder.spool.enabled -}}{{ .Values.forwarder.spool.type }}{{- else -}}emptyDir{{- end -}}
 {{- end -}}
 
-{{/* FACEPIPE_SPOOL_MAX_BYTES: spool.maxBytes, or 90% of spool.size less one 8 MiB spool segment. */}}
+{{/* The forwarder's spool segment: the app's facepipe.spool.SEGMENT_BYTES, read from files/spool.json (written by
+python -m facepipe_dev.generate; a test fails when it is stale). The spool drops whole segments, so it may exceed its limit by one. */}}
+{{- define "face-edge.spool.segmentBytes" -}}
+{{- (.Files.Get "files/spool.json" | fromJson).segmentBytes | int64 -}}
+{{- end -}}
+
+{{/* FACEPIPE_SPOOL_MAX_BYTES: spool.maxBytes, or 90% of spool.size less one spool segment. The chart derives it, the forwarder reads it. */}}
 {{- define "face-edge.spool.maxBytes" -}}
 {{- if .Values.forwarder.spool.maxBytes -}}
 {{- .Values.forwarder.spool.maxBytes | int64 -}}
 {{- else -}}
 {{- $size := include "facepipe.bytes" .Values.forwarder.spool.size | float64 -}}
-{{- sub (mulf $size 0.9 | floor | int64) 8388608 -}}
+{{- sub (mulf $size 0.9 | floor | int64) (include "face-edge.spool.segmentBytes" . | int64) -}}
 {{- end -}}
 {{- end -}}
 
