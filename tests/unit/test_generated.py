@@ -12,7 +12,7 @@ def test_every_generated_file_is_current() -> None:
 
 
 def test_the_schema_gets_each_settings_limits() -> None:
-    """A setting's limits reach the chart value a template hands it (here FACEPIPE_STABLE_MAX_FPS)."""
+    """A setting's limits reach the chart value a template hands it (here camera.stableFaces.maxFps: 0 or 1..1000)."""
     schema = json.loads(generate.render_schema("face-edge"))
     entry = schema["properties"]["camera"]["properties"]["stableFaces"]["properties"]["maxFps"]
     assert entry["anyOf"] == [{"enum": [0]}, {"minimum": 1}] and entry["maximum"] == 1000
