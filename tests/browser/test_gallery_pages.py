@@ -23,7 +23,7 @@ from facepipe.contract import Capture, FaceMeta, Status
 from facepipe.probe import synthetic_face
 from facepipe_dev.brokers import MosquittoBroker
 from facepipe_dev.components import ComponentProcess
-from facepipe_dev.gallery import PASSWORDS, start_gallery, unreachable_store
+from facepipe_dev.gallery import PASSWORDS, GalleryClient, start_gallery, unreachable_store
 from facepipe_dev.loadgen import LoadGenerator
 from facepipe_dev.mqtt import TestClient
 from facepipe_dev.processes import free_port, wait_until
@@ -298,6 +298,37 @@ def test_an_admin_deletes_a_face_and_a_day_and_they_are_gone_from_s3(context: An
     page.wait_for_selector("[data-testid=banner]:has-text('Deleted 3 faces')")
     photograph(page, screenshots / "device-erased.png")
     assert stack.keys("edge-erase") == [], "the day's objects are gone from the bucket"
+
+
+def test_an_erasure_leaves_no_trace_on_pages_open_elsewhere(context: Any, stack: Stack, screenshots: Path) -> None:
+    stack.publish("edge-gone", 3)
+    ids = sorted((key.removeprefix("faces/") for key in stack.keys("edge-gone")), reverse=True)
+    device = logged_in(context, stack, "viewer", "/devices/edge-gone")
+    expect(device.locator("[data-testid=face]")).to_have_count(3)
+    face = context.new_page()
+    face.goto(f"{stack.url}/faces/{ids[1]}")
+    devices = context.new_page()
+    devices.goto(f"{stack.url}/")
+    today = devices.locator("tr[data-device=edge-gone] [data-testid=faces-today]")
+    expect(today).to_have_text("3")
+    for page in (device, face, devices):
+        page.wait_for_selector("#live[data-state=on]")
+        page.evaluate("window.sameDocument = true")
+    admin = GalleryClient(stack.url, "admin")  # a script with the admin's credentials, not these pages
+    assert admin.delete(f"/api/faces/{ids[0]}") == (200, {"deleted": 1})
+    expect(device.locator("[data-testid=face]")).to_have_count(2)
+    expect(today).to_have_text("2")
+    expect(face.locator("[data-testid=image]")).to_have_count(1)
+    assert admin.delete("/api/devices/edge-gone/faces?all=true") == (200, {"deleted": 2})
+    expect(device.locator("[data-testid=face]")).to_have_count(0)
+    expect(device.locator("[data-testid=day-heading]")).to_have_count(0)
+    expect(device.locator("[data-testid=shown]")).to_have_text("0 faces shown")
+    expect(today).to_have_text("0")
+    expect(face.locator("[data-testid=banner]")).to_have_text("This face was deleted.")
+    expect(face.locator("[data-testid=image]")).to_have_count(0)
+    assert [page.evaluate("window.sameDocument") for page in (device, face, devices)] == [True, True, True], "no reload"
+    photograph(face, screenshots / "face-deleted.png")
+    photograph(device, screenshots / "device-emptied.png")
 
 
 def test_a_viewer_sees_no_delete_button_and_the_api_refuses(context: Any, stack: Stack) -> None:

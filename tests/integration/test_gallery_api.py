@@ -231,7 +231,7 @@ def test_an_admin_erases_a_face_and_a_day_and_each_is_audited(fleet: Fleet) -> N
         ("audit.erased", "admin", "admin", "session", 1),
         ("audit.erased", "admin", "admin", "session", 2),
     ]
-    assert audit[0]["what"] == {"face": face_id} and audit[1]["what"]["device"] == "edge-1"
+    assert audit[0]["what"] == {"face": face_id, "device": "edge-1"} and audit[1]["what"]["device"] == "edge-1"
     basic = fleet.client("admin")
     assert basic.delete("/api/devices/edge-1/faces?all=true") == (200, {"deleted": 1}), "a script's Basic credentials need no CSRF token"
     assert basic.json("GET", "/api/faces?device=edge-1")[0] == 404, "a device with no faces left is unknown"

@@ -140,7 +140,7 @@ class Api:
         store: Store,
         catalog: Catalog,
         log: logging.Logger,
-        on_erased: Callable[[int], None],
+        on_erased: Callable[[int, dict[str, Any] | None], None],
         device_status: Callable[[], dict[str, dict[str, Any]] | None] = lambda: None,
     ) -> None:
         self.settings = settings
@@ -366,6 +366,7 @@ class Api:
         return identity
 
     def _audit(self, identity: Identity, request: Request, what: dict[str, Any], deleted: int, error: str = "") -> None:
+        """The audit line, and `on_erased(deleted, what)` (what: None when the store failed midway: which faces went is unknown)."""
         fields = {
             "user": identity.user,
             "role": identity.role,
@@ -379,7 +380,7 @@ class Api:
             self.log.error("audit.erase_failed", extra=fields)
         else:
             self.log.info("audit.erased", extra=fields)
-        self.on_erased(deleted)
+        self.on_erased(deleted, None if error else what)
 
     def erase_face(self, request: Request, params: dict[str, str]) -> Response:
         identity = self._admin(request)
@@ -390,7 +391,7 @@ class Api:
             self._audit(identity, request, {"face": self.face_id(key)}, 0, str(exc))
             raise
         self.catalog.forget()
-        self._audit(identity, request, {"face": self.face_id(key)}, 1)
+        self._audit(identity, request, {"face": self.face_id(key), "device": contract.parse_object_key(self.store.prefix, key).device}, 1)
         return json_response(200, {"deleted": 1})
 
     def erase_range(self, request: Request, params: dict[str, str]) -> Response:

@@ -108,7 +108,7 @@ class Gallery(Component):
         self.erased = Counter("facepipe_gallery_erased_total", "faces deleted through the gallery", registry=reg)
         self.logins = Counter("facepipe_gallery_logins_total", "password logins, by outcome", ["outcome"], registry=reg)
         self.store_up = Gauge("facepipe_gallery_store_up", "1 while the store answers listings", registry=reg)
-        self.api = Api(settings, self.store, self.catalog, log, self._count_erased, self.device_status)
+        self.api = Api(settings, self.store, self.catalog, log, self._erased, self.device_status)
         self.hub = Hub(reg)
         self.live: LiveFeed | None = None
         if settings.live:
@@ -127,8 +127,12 @@ class Gallery(Component):
         """The devices' status from their retained status messages; None without live updates (nothing to know it from)."""
         return None if self.live is None else device_status(self.live.fleet, time.time())
 
-    def _count_erased(self, number: int) -> None:
+    def _erased(self, number: int, what: dict[str, Any] | None) -> None:
+        """Counted, and told to the open pages (which drop what they show of it): `erased` {"device", "face"} or
+        {"device", "since", "until", "camera"}."""
         self.erased.inc(number)
+        if what is not None and number:
+            self.hub.publish({"event": "erased", **what})
 
     def _server(self, host: str, port: int, trusted_proxy: bool) -> ThreadingHTTPServer:
         class Handler(GalleryHandler):

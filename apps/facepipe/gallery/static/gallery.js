@@ -66,7 +66,16 @@ function timeElement(iso, relative = false) {
   return el("time", { datetime: iso, title: `${iso} (UTC)`, text: relative ? ago(iso) : localTime(iso) });
 }
 
-function liveStream(device, onFace, onStatus = null) {
+// Whether a face (as listed) is among what an `erased` event says went: one face, or a device's faces in a range.
+function erasedBy(event, face) {
+  if (face.device !== event.device) return false;
+  if (event.face !== undefined) return face.id === event.face;
+  if (event.camera && face.camera !== event.camera) return false;
+  const moment = new Date(face.captured_at).getTime();
+  return (!event.since || moment >= new Date(event.since).getTime()) && (!event.until || moment < new Date(event.until).getTime());
+}
+
+function liveStream(device, handlers) {
   const indicator = document.getElementById("live");
   const source = new EventSource(device ? `/api/events?device=${encodeURIComponent(device)}` : "/api/events");
   source.addEventListener("hello", (event) => {
@@ -74,8 +83,7 @@ function liveStream(device, onFace, onStatus = null) {
     indicator.dataset.state = on ? "on" : "off";
     indicator.title = on ? "new faces appear as they are stored" : "live updates are off on this gallery";
   });
-  source.addEventListener("face", (event) => onFace(JSON.parse(event.data)));
-  if (onStatus) source.addEventListener("status", (event) => onStatus(JSON.parse(event.data)));
+  for (const [name, handler] of Object.entries(handlers)) source.addEventListener(name, (event) => handler(JSON.parse(event.data)));
   source.addEventListener("error", () => { indicator.dataset.state = "off"; });
   return source;
 }
@@ -147,26 +155,41 @@ async function devicesPage() {
   const empty = el("p", { class: "muted", text: "No device has sent faces or its status yet. They appear here as they do.", hidden: data.devices.length > 0 });
   for (const device of data.devices) body.append(row(device));
   view.replaceChildren(el("h1", { text: "Devices" }), empty, table);
-  liveStream(null, (face) => {
-    const entry = entryOf(face.device);
-    if (face.captured_at.slice(0, 10) === data.day) entry.device.faces_today += 1;
-    if (!entry.device.last_seen || face.captured_at > entry.device.last_seen) {
-      entry.device.last_seen = face.captured_at;
-      entry.device.newest = face;
-    }
-    render(entry);
-  }, (update) => {
-    const entry = entryOf(update.device);
-    entry.device.status = update.status;
-    entry.device.online = update.status.online;
-    render(entry);
+  liveStream(null, {
+    face: (face) => {
+      const entry = entryOf(face.device);
+      if (face.captured_at.slice(0, 10) === data.day) entry.device.faces_today += 1;
+      if (!entry.device.last_seen || face.captured_at > entry.device.last_seen) {
+        entry.device.last_seen = face.captured_at;
+        entry.device.newest = face;
+      }
+      render(entry);
+    },
+    status: (update) => {
+      const entry = entryOf(update.device);
+      entry.device.status = update.status;
+      entry.device.online = update.status.online;
+      render(entry);
+    },
+    // Faces were deleted: today's count and the newest face come from the store again.
+    erased: (event) => {
+      const entry = rows.get(event.device);
+      if (!entry) return;
+      api("/api/devices").then((now) => {
+        const fresh = now.devices.find((device) => device.device === event.device);
+        Object.assign(entry.device, { faces_today: 0, faces_today_complete: true, last_seen: null, newest: null }, fresh || {});
+        render(entry);
+      }).catch(() => {}); // a store that is down says so in the banner; the row stays as it was
+    },
   });
 }
 
 function faceCard(face, fresh = false) {
-  return el("a", { class: fresh ? "card new" : "card", href: face.page, "data-testid": "face", "data-id": face.id, "data-captured": face.captured_at },
+  const card = el("a", { class: fresh ? "card new" : "card", href: face.page, "data-testid": "face", "data-id": face.id, "data-captured": face.captured_at },
     el("img", { src: face.thumbnail, alt: `face from ${face.camera || "unknown camera"}`, loading: "lazy" }),
     el("div", { class: "caption" }, timeElement(face.captured_at), el("span", { class: "muted", text: face.camera || "" })));
+  card.face = face;
+  return card;
 }
 
 function longDay(day) {
@@ -214,6 +237,19 @@ class DayGrid {
 
   has(face) {
     return this.node.querySelector(`[data-id="${CSS.escape(face.id)}"]`) !== null;
+  }
+
+  // Drops the cards of an `erased` event, and the headings of days left empty; how many cards went.
+  drop(event) {
+    const gone = [...this.node.querySelectorAll("[data-testid=face]")].filter((card) => erasedBy(event, card.face));
+    for (const card of gone) card.remove();
+    for (const heading of this.node.querySelectorAll("[data-testid=day-heading]")) {
+      const next = heading.nextElementSibling;
+      if (!next || next.dataset.testid === "day-heading") heading.remove();
+    }
+    this.first = this.node.querySelector("[data-testid=day-heading]");
+    if (!this.first) this.lastDay = null;
+    return gone.length;
   }
 }
 
@@ -299,12 +335,17 @@ async function devicePage(device) {
   if (session.role === "admin") tools.append(eraseButton(device, filters, () => {
     grid.clear();
     shown = 0;
-    count.textContent = "0 faces shown";
+    cursor = null;
+    more.hidden = true;
+    counted();
   }));
   view.replaceChildren(el("h1", {}, el("a", { href: "/", text: "Devices" }), " / ", device), form, tools, grid.node, more);
 
   let cursor = null;
   let shown = 0;
+  function counted() {
+    count.textContent = `${shown} face${shown === 1 ? "" : "s"} shown${cursor ? ", newest first" : ""}`;
+  }
   async function load() {
     const query = new URLSearchParams({ device, ...filters, limit: "60" });
     if (cursor) query.set("cursor", cursor);
@@ -318,24 +359,28 @@ async function devicePage(device) {
     cursor = page.next;
     more.hidden = !cursor;
     more.disabled = false;
-    count.textContent = `${shown} face${shown === 1 ? "" : "s"} shown${cursor ? ", newest first" : ""}`;
+    counted();
   }
   more.addEventListener("click", () => load().catch(report));
   await load();
 
   const today = new Date().toISOString().slice(0, 10);
   const showsNewest = !filters.until && (!filters.day || filters.day === today);
-  if (showsNewest) {
-    liveStream(device, (face) => {
-      if (filters.camera && face.camera !== filters.camera) return;
+  liveStream(device, {
+    face: (face) => {
+      if (!showsNewest || (filters.camera && face.camera !== filters.camera)) return;
       if (filters.since && face.captured_at < new Date(filters.since).toISOString()) return;
       if (grid.has(face)) return;
       grid.prepend(face);
       knowCamera(face.camera);
       shown += 1;
-      count.textContent = `${shown} face${shown === 1 ? "" : "s"} shown${cursor ? ", newest first" : ""}`;
-    });
-  }
+      counted();
+    },
+    erased: (event) => {
+      shown -= grid.drop(event);
+      counted();
+    },
+  });
 }
 
 async function facePage(faceId) {
@@ -365,9 +410,18 @@ async function facePage(faceId) {
       },
     }));
   }
+  const image = el("img", { src: face.image, alt: "face crop", "data-testid": "image" });
   view.replaceChildren(
     el("h1", {}, el("a", { href: "/", text: "Devices" }), " / ", el("a", { href: `/devices/${encodeURIComponent(face.device)}`, text: face.device }), " / face"),
-    el("div", { class: "face" }, el("img", { src: face.image, alt: "face crop", "data-testid": "image" }), el("div", {}, list, actions)));
+    el("div", { class: "face" }, image, el("div", {}, list, actions)));
+  liveStream(face.device, {
+    erased: (event) => {
+      if (!erasedBy(event, face)) return;
+      image.remove();
+      actions.remove();
+      showBanner("This face was deleted.");
+    },
+  });
 }
 
 function loginPage() {
