@@ -42,7 +42,8 @@ def start_gallery(
     **options: Any,
 ) -> ComponentProcess:
     """A gallery on free loopback ports (live updates from `broker` when given), started and ready; `.gallery_url` set."""
-    options.setdefault("users_file", str(write_users(workdir / "gallery-users")))
+    if "users_file" not in options:
+        options["users_file"] = str(write_users(workdir / "gallery-users"))
     settings = GallerySettings(
         common=CommonSettings(device_id="cloud"), storage=storage, broker=broker or BrokerSettings(),
         live=broker is not None, host="127.0.0.1", port=free_port(), secure_cookies=False, **options,

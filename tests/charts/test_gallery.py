@@ -1,15 +1,31 @@
-"""The gallery in face-cloud: off by default; its objects, wiring, Secret, NetworkPolicy, helm test and refusals."""
+"""The gallery in face-cloud: off by default; its objects, wiring, Secret, NetworkPolicy, helm test and refusals.
+
+The helm test pod is also run for real: its command, with the env and the Secret the chart renders,
+against a real gallery that reads the users file from that Secret.
+"""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from facepipe import contract
+from facepipe.config import StoreSettings
+from facepipe.contract import FaceMeta
 from facepipe.gallery.auth import parse_users
+from facepipe.probe import synthetic_face
+from facepipe.storage import open_store
 from facepipe_dev import helm as h
+from facepipe_dev.gallery import start_gallery, unreachable_store
 
 CHART = "face-cloud"
 HASH = "scrypt$16384$8$1$c2FsdA$a2V5"
@@ -125,3 +141,48 @@ def test_contradictions_are_refused(helm: h.Helm, sets: tuple[str, ...], message
 def test_the_schema_rejects_bad_gallery_values(helm: h.Helm, value: str, field: str) -> None:
     result = helm.run("template", "t", str(h.chart_dir(CHART)), *[arg for s in (*USERS, value) for arg in ("--set", s)], check=False)
     assert result.returncode != 0 and field in result.stderr and "schema" in result.stderr.lower(), result.stderr
+
+
+def run_test_pod(pod: dict[str, Any], secret: dict[str, str], gallery_url: str, timeout: str) -> tuple[int, list[dict[str, Any]]]:
+    """The helm test pod's container as a local process: its command and env, the password from the rendered Secret,
+    the gallery's Service address replaced by `gallery_url`; (exit status, JSON log lines)."""
+    (container,) = pod["spec"]["containers"]
+    assert container["command"] == ["facepipe"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FACEPIPE_", "AWS_"))}
+    env.update(h.env_map(container))
+    password = h.env_item(container, "FACEPIPE_PROBE_GALLERY_PASSWORD")["valueFrom"]["secretKeyRef"]  # type: ignore[index]
+    env["FACEPIPE_PROBE_GALLERY_PASSWORD"] = base64.b64decode(secret[password["key"]]).decode()
+    env.update(FACEPIPE_PROBE_GALLERY_URL=gallery_url, FACEPIPE_PROBE_TIMEOUT=timeout)
+    done = subprocess.run([sys.executable, "-m", "facepipe", *container["args"]], env=env, capture_output=True, text=True, timeout=120)
+    lines = [json.loads(line) for line in (done.stdout + done.stderr).splitlines() if line.startswith("{")]
+    return done.returncode, lines
+
+
+def test_the_helm_test_pod_signs_in_to_a_real_gallery_and_reads_its_api(helm_any: h.Helm, tmp_path: Path) -> None:
+    docs = render(helm_any, *USERS)
+    secret = h.find(docs, "Secret", "gallery")["data"]
+    pod = h.find(docs, "Pod", "gallery-test")
+    users = tmp_path / "users"
+    users.write_bytes(base64.b64decode(secret["users"]))
+    storage = StoreSettings(store=f"file://{tmp_path / 'faces'}")
+    store = open_store(storage)
+    meta = FaceMeta("edge-1", "cam0", "b0", 1, datetime.now(UTC), 1, 0, (0, 0, 96, 96), 0.9, "yunet/2023mar")
+    store.put(contract.object_key(store.prefix, meta), synthetic_face(), meta.storage_metadata())
+    store.sync()
+    gallery = start_gallery(tmp_path / "up", storage, users_file=str(users))
+    try:
+        status, lines = run_test_pod(pod, secret, gallery.gallery_url, "30")  # type: ignore[attr-defined]
+        assert status == 0, lines
+        assert [(line["event"], line["devices"]) for line in lines if line["event"] == "probe.ok"] == [("probe.ok", 1)]
+        wrong = {**secret, "probe-token": base64.b64encode(b"not-the-token").decode()}
+        status, lines = run_test_pod(pod, wrong, gallery.gallery_url, "2")  # type: ignore[attr-defined]
+        assert status == 1 and "401" in lines[-1]["error"], lines
+    finally:
+        gallery.stop()
+    down, env = unreachable_store()
+    gallery = start_gallery(tmp_path / "down", down, users_file=str(users), extra_env=env)
+    try:
+        status, lines = run_test_pod(pod, secret, gallery.gallery_url, "2")  # type: ignore[attr-defined]
+        assert status == 1 and "cannot read its store" in lines[-1]["error"], lines
+    finally:
+        gallery.stop()
