@@ -1,11 +1,11 @@
 """What the repository generates, each from its one source, and the check that it is current.
 
 - README.md's configuration reference: every setting of apps/facepipe/config.py, its default and limits;
-- each chart's values.schema.json, the app-settings part: a value a template hands to a setting
-  (`- name: FACEPIPE_X` then `value: {{ .Values.a.b | quote }}`, or through `$p := .Values.a`) gets the
-  setting's type and limits (`config.Limits`, `choices`) in its schema entry; the rest of the schema
+- each chart's values.schema.json, the app-settings part: a value a template hands to a setting gets the
+  setting's type and limits in its schema entry (facepipe_dev.settings_schema); the rest of the schema
   (Kubernetes objects, chart-only values, settings checked by a function) is written by hand;
-- each chart's README values table, from the `## @param` lines of values.yaml (facepipe_dev.helm);
+- each chart's README values table, from the `## @param` lines of values.yaml, with what each app-setting value
+  allows (facepipe_dev.helm);
 - charts/face-edge/files/spool.json: the forwarder's spool segment size (facepipe.spool.SEGMENT_BYTES), from which
   the chart derives FACEPIPE_SPOOL_MAX_BYTES and checks forwarder.spool.size.
 
@@ -16,58 +16,21 @@
 from __future__ import annotations
 
 import json
-import math
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from facepipe import config
 from facepipe.config import Limits, _Leaf, _leaves
 from facepipe.spool import SEGMENT_BYTES
 from facepipe_dev import helm
 from facepipe_dev.paths import REPO
+from facepipe_dev.settings_schema import COMMANDS, OWNED, chart_entries
 
 COMMAND = "python -m facepipe_dev.generate"
-COMMANDS = {
-    "camera": config.CameraSettings,
-    "logger": config.LoggerSettings,
-    "forwarder": config.ForwarderSettings,
-    "processor": config.ProcessorSettings,
-    "run": config.RunSettings,
-    "probe": config.ProbeSettings,
-    "gallery": config.GallerySettings,
-}
 CHARTS = ("face-edge", "face-cloud")
 README = REPO / "README.md"
 TABLE_START, TABLE_END = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
-
-# Where a chart allows less than the app, and why; the generated entry is narrowed to this.
-NARROWER: dict[tuple[str, str], dict[str, Any]] = {
-    # The probes, the monitors and the helm test reach every component on its HTTP port: the charts cannot turn it off.
-    ("face-edge", "httpPort"): {"minimum": 1},
-    ("face-cloud", "httpPort"): {"minimum": 1},
-    # Passed only with gallery.auth.proxy.enabled, which is how the chart turns the proxy port off.
-    ("face-cloud", "gallery.auth.proxy.port"): {"minimum": 1},
-}
-# The keys of a schema entry that come from the setting; any other (a description) is kept as written.
-OWNED = ("type", "enum", "pattern", "anyOf", "minimum", "exclusiveMinimum", "maximum")
-
-ALIAS = re.compile(r"\{\{-?\s*\$(\w+)\s*:=\s*\.Values\.([\w.]+)\s*-?\}\}")
-BINDING = re.compile(
-    r"-\s*name:\s*(?P<env>[A-Z_][A-Z0-9_]*)\s*\n\s*value:\s*\{\{\s*(?P<root>\.Values|\$\w+)\.(?P<path>[\w.]+)\s*"
-    r"(?P<int64>\|\s*int64\s*)?\|\s*quote\s*\}\}"
-)
-
-
-def settings_by_env() -> dict[str, _Leaf]:
-    """Every setting of every command, by its (first) environment variable."""
-    out: dict[str, _Leaf] = {}
-    for cls in COMMANDS.values():
-        for leaf in _leaves(cls):
-            out.setdefault(leaf.env[0], leaf)
-    return out
 
 
 # --- README configuration reference ----------------------------------------------------------------
@@ -110,58 +73,6 @@ def render_readme() -> str:
 # --- values.schema.json --------------------------------------------------------------------------
 
 
-def bindings(chart: str) -> dict[str, set[tuple[str, bool]]]:
-    """Chart value (dotted) -> the (environment variable, passed as int64) pairs its templates set from it."""
-    out: dict[str, set[tuple[str, bool]]] = {}
-    templates = helm.chart_dir(chart) / "templates"
-    for template in sorted([*templates.glob("*.yaml"), *templates.glob("*.tpl")]):
-        text = template.read_text()
-        aliases = {m.group(1): m.group(2) for m in ALIAS.finditer(text)}
-        for m in BINDING.finditer(text):
-            root = m.group("root")
-            base = "" if root == ".Values" else aliases.get(root[1:])
-            if base is None:
-                continue  # a variable that is no values subtree
-            value = f"{base}.{m.group('path')}" if base else m.group("path")
-            out.setdefault(value, set()).add((m.group("env"), m.group("int64") is not None))
-    return out
-
-
-def _number(value: float) -> float | int:
-    return int(value) if float(value).is_integer() else value
-
-
-def schema_entry(leaf: _Leaf, integer: bool) -> dict[str, Any] | None:
-    """The schema keys a setting's type and limits give its chart value; None when its limits are no data."""
-    kind = "integer" if integer or leaf.kind is int else {float: "number", bool: "boolean", str: "string"}[leaf.kind]
-    if leaf.kind is bool:
-        return {"type": kind}
-    if leaf.choices:
-        return {"type": kind, "enum": list(leaf.choices)}
-    limits = leaf.check
-    if not isinstance(limits, Limits):
-        return None
-    entry: dict[str, Any] = {"type": kind}
-    if limits.pattern is not None:
-        entry["pattern"] = f"^{limits.pattern}$"
-        return entry
-    low: dict[str, Any] = {}
-    if limits.minimum is not None:
-        if not limits.exclusive_minimum:
-            low["minimum"] = _number(limits.minimum)
-        elif kind == "integer":
-            low["minimum"] = math.floor(limits.minimum) + 1
-        else:
-            low["exclusiveMinimum"] = _number(limits.minimum)
-    if limits.off is not None:
-        entry["anyOf"] = [{"enum": [_number(limits.off)]}, low]
-    else:
-        entry.update(low)
-    if limits.maximum is not None:
-        entry["maximum"] = _number(limits.maximum)
-    return entry
-
-
 def _schema_node(schema: dict[str, Any], dotted: str, chart: str) -> dict[str, Any]:
     """The entry of a value, made when only the value itself is new (its parent object has an entry)."""
     *parents, name = dotted.split(".")
@@ -179,19 +90,7 @@ def _schema_node(schema: dict[str, Any], dotted: str, chart: str) -> dict[str, A
 def render_schema(chart: str) -> str:
     path = helm.chart_dir(chart) / "values.schema.json"
     schema = json.loads(path.read_text())
-    settings = settings_by_env()
-    for value, uses in sorted(bindings(chart).items()):
-        entries = []
-        for env, integer in sorted(uses):
-            leaf = settings.get(env)
-            entry = schema_entry(leaf, integer) if leaf is not None else None
-            if entry is not None:
-                entries.append((env, entry))
-        if not entries:
-            continue
-        if any(entry != entries[0][1] for _, entry in entries):
-            raise ValueError(f"charts/{chart}: {value} feeds settings with different limits: {', '.join(env for env, _ in entries)}")
-        entry = {**entries[0][1], **NARROWER.get((chart, value), {})}
+    for value, entry in chart_entries(chart).items():
         node = _schema_node(schema, value, chart)
         kept = {key: item for key, item in node.items() if key not in OWNED}
         node.clear()

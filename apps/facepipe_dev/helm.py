@@ -27,6 +27,7 @@ import yaml
 from facepipe.spool import SEGMENT_BYTES
 from facepipe_dev import crds
 from facepipe_dev.paths import REPO
+from facepipe_dev.settings_schema import allowed_values, chart_entries
 
 # The Kubernetes version the rendered manifests are validated against: current k3s.
 K8S_VERSION = "1.36"
@@ -603,10 +604,13 @@ def values_table(chart: str | Path) -> str:
     values = yaml.safe_load((chart_dir(chart) / "values.yaml").read_text())
     lines: list[str] = []
     current = None
+    limits = {value: allowed_values(entry) for value, entry in chart_entries(chart_dir(chart).name).items()}
     for section, key, description in values_params(chart):
         if section != current:
             lines += ["", f"### {section}", "", "| Key | Default | Description |", "| --- | --- | --- |"]
             current = section
+        if limits.get(key):
+            description = f"{description}. Allowed: {limits[key]}"
         cell = description.replace("|", "\\|")
         lines.append(f"| `{key}` | {_default_cell(lookup(values, key))} | {cell} |")
     return "\n".join(lines).strip() + "\n"
