@@ -117,6 +117,26 @@ def test_days_devices_and_summaries(tmp_path: Path) -> None:
     assert cat.has_device("edge-2") and not cat.has_device("edge-3")
 
 
+class SmallPages(CountingStore):
+    """Listings of at most 3 keys: a day's count pages within each hour."""
+
+    def list(self, prefix: str, delimiter: str = "", token: str | None = None, limit: int = 1000) -> Any:
+        return super().list(prefix, delimiter, token, min(limit, 3))
+
+
+def test_a_day_is_counted_hour_by_hour_exactly_and_up_to_the_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = DirectoryStore(f"file://{tmp_path}")
+    moments = [DAY + timedelta(hours=hour, seconds=second) for hour in (0, 7, 23) for second in range(5)]
+    put_faces(store, [DAY - timedelta(seconds=1), DAY + timedelta(days=1), *moments])
+    counting = SmallPages(store)
+    assert Catalog(counting).count_day("edge-1", DAY.date()) == (15, True)  # type: ignore[arg-type]
+    assert counting.requests == 24 + 3, "each hour listed once, the three busy ones twice (5 keys, 3 a page)"
+    assert Catalog(store).count_day("edge-2", DAY.date()) == (0, True)
+    monkeypatch.setattr(catalog, "COUNT_CAP", 4)
+    count, complete = Catalog(SmallPages(store)).count_day("edge-1", DAY.date())  # type: ignore[arg-type]
+    assert not complete and 4 <= count < 15
+
+
 def test_erasing_a_day_removes_exactly_that_day(tmp_path: Path) -> None:
     store = DirectoryStore(f"file://{tmp_path}")
     moments = [DAY - timedelta(hours=1), DAY + timedelta(hours=1), DAY + timedelta(hours=23), DAY + timedelta(days=1)]
