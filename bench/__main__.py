@@ -18,13 +18,14 @@ from pathlib import Path
 
 import psutil
 
-from bench import bridge, dedup, detector, gallery, pipeline
+from bench import accuracy, bridge, dedup, detector, gallery, pipeline
 from bench.report import Report, Row, machine, versions
 from bench.support import Context, find_model_dir
 from facepipe import mqtt_properties
 
 BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
     "detector": detector.run,
+    "accuracy": accuracy.run,
     "pipeline": pipeline.run,
     "bridge": bridge.run,
     "dedup": dedup.run,

@@ -10,7 +10,6 @@ A face "arrives" when at least one message carries a frame inside its appearance
 from __future__ import annotations
 
 import csv
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,11 +17,9 @@ from typing import Any
 from bench.detector import LIVE_MAX_FPS, STABLE_MAX_FPS, live
 from bench.report import Row, at_least
 from bench.support import DEVICE, VIDEO_FRAMES_CSV, Context, camera_setting
-from facepipe import contract
-from facepipe.config import BrokerSettings, CameraSettings, CommonSettings, DetectorSettings
+from facepipe.config import CameraSettings, CommonSettings, DetectorSettings
 from facepipe_dev.brokers import MosquittoBroker
-from facepipe_dev.components import ComponentProcess
-from facepipe_dev.loadgen import CountingSubscriber
+from facepipe_dev.components import camera_to_end
 from facepipe_dev.paths import VIDEO
 
 FACTOR_TARGET = 10.0
@@ -55,26 +52,14 @@ def appearances(path: Path = VIDEO_FRAMES_CSV, gap: int = GAP_FRAMES) -> list[tu
 
 def run_camera(ctx: Context, broker: MosquittoBroker, settings: CameraSettings, label: str) -> tuple[dict[str, Any], list[dict[str, str]]]:
     """Run the camera on the video to its end; (its summary, the properties of every message it published)."""
-    collector = CountingSubscriber(broker.host, broker.port, contract.DEFAULT_LOCAL_TOPIC, keep=True)
-    camera = ComponentProcess(
-        "camera", replace(settings, broker=BrokerSettings(host=broker.host, port=broker.port)), ctx.scratch(f"dedup-{label}")
-    )
-    try:
-        camera.start()
-        ctx.rss.watch("camera", camera.process.pid)
-        deadline = time.monotonic() + 180
-        while camera.process.running() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        ctx.rss.unwatch("camera")
-        camera.stop()
-        summary = camera.summary()
-        published = int(summary.get("published", 0))
-        with collector.lock:
-            collector.lock.wait_for(lambda: len(collector.records) >= published, 10)
-            records = list(collector.records)
-        return summary, records
-    finally:
-        collector.close()
+
+    def watch(pid: int | None) -> None:
+        if pid is None:
+            ctx.rss.unwatch("camera")
+        else:
+            ctx.rss.watch("camera", pid)
+
+    return camera_to_end(settings, broker.host, broker.port, ctx.scratch(f"dedup-{label}"), watch)
 
 
 def covered(reference: list[tuple[int, int]], records: list[dict[str, str]]) -> int:

@@ -14,7 +14,7 @@ import psutil
 
 from bench.report import Row, at_least
 from bench.support import DEVICE, WIDER, Context, Profile, camera_setting, one_core, profile_markdown
-from facepipe.camera.detect import Detector, create_detector
+from facepipe.camera.detect import DEFAULT_MODELS, Detector, create_detector
 from facepipe.config import BrokerSettings, CameraSettings, CommonSettings, DetectorSettings
 from facepipe_dev.brokers import MosquittoBroker
 from facepipe_dev.components import ComponentProcess
@@ -46,7 +46,7 @@ def live(settings: CameraSettings, stable: bool) -> CameraSettings:
 
 
 def detectors(model_dir: Path) -> dict[str, DetectorSettings]:
-    """The camera's defaults (yunet, detect width 320) and the original approach (Haar, full grey frame, 1.3, 5)."""
+    """The camera's defaults (yunet) and the original approach (Haar, full grey frame, 1.3, 5)."""
     return {
         "yunet": DetectorSettings(model_dir=str(model_dir), detector="yunet"),
         "haar": DetectorSettings(model_dir=str(model_dir), detector="haar", detect_width=0),
@@ -165,7 +165,10 @@ def run(ctx: Context) -> list[Row]:
     rows: list[Row] = []
     ctx.report.notes.append(
         "Detector: ms/frame is CPU time of the calling thread pinned to one CPU (os.sched_setaffinity) with cv2.setNumThreads(1), "
-        "over frames of the test video resized to each size; yunet = the camera's defaults (YuNet 2023mar, detect width 320, score 0.6), "
+        "over frames of the test video resized to each size; yunet = the camera's defaults on the frames between its full-resolution passes "
+        f"(YuNet {DEFAULT_MODELS['yunet']}, detect width {DetectorSettings.detect_width}, score {DetectorSettings.score_threshold:g}, "
+        f"second look below {DetectorSettings.confirm_below:g}); the camera runs also make its full pass every "
+        f"{DetectorSettings.full_detect_seconds:g} s of video; "
         "haar = the original approach (frontal default cascade on the full grey frame, scaleFactor 1.3, minNeighbors 5). "
         "Camera CPU per frame: the real camera process pinned to one CPU, its CPU time (psutil) between two samples taken after warm-up, "
         "divided by the frames it read. Live runs: the clip played in real time as a 30 fps camera, the track policy and the "

@@ -189,13 +189,27 @@ class DetectorSettings:
     """Face detection on the camera."""
 
     detector: str = setting("yunet", "FACEPIPE_DETECTOR", "face detector", choices=("yunet", "haar"))
-    model: str = setting("", "FACEPIPE_MODEL", "model name from models/manifest.json (empty: the detector's default)")
+    model: str = setting("", "FACEPIPE_MODEL", "model name from models/manifest.json (empty: the detector's default, yunet-n-320 or haar)")
     model_dir: str = setting("", "FACEPIPE_MODEL_DIR", "directory of fetched model files (empty: the default cache)")
-    score_threshold: float = setting(0.6, "FACEPIPE_SCORE_THRESHOLD", "minimum detector score (yunet)", check=fraction)
+    score_threshold: float = setting(0.5, "FACEPIPE_SCORE_THRESHOLD", "minimum detector score (yunet)", check=fraction)
     detect_width: int = setting(
         320, "FACEPIPE_DETECT_WIDTH", "width of the downscaled copy detection runs on (0: full size)", check=Limits(0, 7680)
     )
     min_face: int = setting(20, "FACEPIPE_MIN_FACE", "smallest face kept, in source pixels", check=non_negative)
+    full_detect_seconds: float = setting(
+        4.0,
+        "FACEPIPE_FULL_DETECT_SECONDS",
+        "seconds between full-resolution detection passes on a video (the first frame gets one), for faces too small "
+        "for the FACEPIPE_DETECT_WIDTH copy; each image of a folder gets one (0: never, the copy only)",
+        check=non_negative,
+    )
+    confirm_below: float = setting(
+        0.7,
+        "FACEPIPE_CONFIRM_BELOW",
+        "yunet detections scoring below this get a second look at their neighbourhood, cut from the full frame, and "
+        "are dropped unless it finds the face again (rejects hands and fists; 0: no second look)",
+        check=fraction,
+    )
 
 
 @dataclass(frozen=True)

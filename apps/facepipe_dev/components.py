@@ -6,11 +6,14 @@ import json
 import os
 import sys
 import urllib.request
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from facepipe import config
+from facepipe import config, contract
 from facepipe.observe import scrape
+from facepipe_dev.loadgen import CountingSubscriber
 from facepipe_dev.processes import ChildProcess, free_port, poll
 
 
@@ -83,3 +86,28 @@ def start_ready(*components: ComponentProcess) -> tuple[ComponentProcess, ...]:
     for component in components:
         component.wait_ready()
     return components
+
+
+def camera_to_end(
+    settings: Any, host: str, port: int, workdir: Path, watch: Callable[[int | None], None] | None = None, timeout: float = 180.0
+) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """Run the camera (`settings`, its broker replaced by host:port) on a file or folder to its end:
+    (its summary, the user properties of every message it published, read back from the broker).
+    `watch`, if given, is called with the camera's pid once it runs and with None when it ended."""
+    collector = CountingSubscriber(host, port, contract.DEFAULT_LOCAL_TOPIC, keep=True)
+    camera = ComponentProcess("camera", replace(settings, broker=config.BrokerSettings(host=host, port=port)), workdir)
+    try:
+        camera.start()
+        if watch is not None:
+            watch(camera.process.pid)
+        poll(lambda: not camera.process.running(), timeout)
+        if watch is not None:
+            watch(None)
+        camera.stop()
+        summary = camera.summary()
+        published = int(summary.get("published", 0))
+        with collector.lock:
+            collector.lock.wait_for(lambda: len(collector.records) >= published, 10)
+            return summary, list(collector.records)
+    finally:
+        collector.close()

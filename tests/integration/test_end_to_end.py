@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import cv2
@@ -13,7 +14,8 @@ import numpy as np
 import pytest
 
 from facepipe import contract
-from facepipe.camera.detect import create_detector
+from facepipe.camera.detect import FullPasses, create_detector
+from facepipe.camera.sources import FrameSource
 from facepipe.config import DetectorSettings
 from facepipe.contract import FaceMeta
 from facepipe_dev.gallery import GalleryClient
@@ -24,18 +26,19 @@ from facepipe_dev.store import s3_keys
 
 @pytest.fixture(scope="module")
 def expected_faces(test_video: Path, model_dir: Path) -> set[tuple[int, int]]:
-    """(frame, face index) of every face the camera's detector finds in the video, frame by frame."""
-    detector = create_detector(DetectorSettings(model_dir=str(model_dir)))
-    capture = cv2.VideoCapture(str(test_video))
+    """(frame, face index) of every face the camera's detector finds in the video, frame by frame, with the
+    camera's full-resolution passes where it makes them."""
+    settings = DetectorSettings(model_dir=str(model_dir))
+    detector, plan = create_detector(settings), FullPasses(settings.full_detect_seconds)
+    source = FrameSource(str(test_video))
     found: set[tuple[int, int]] = set()
-    frame_index = 0
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        found |= {(frame_index, i) for i in range(len(detector.detect(frame)))}
-        frame_index += 1
-    assert frame_index == 275 and len(found) > 100
+    try:
+        for frame in source.frames(threading.Event()):
+            full = plan.due(frame.timestamp, frame.still)
+            found |= {(frame.index, i) for i in range(len(detector.detect(frame.image, full)))}
+    finally:
+        source.close()
+    assert source.frames_read == 275 and len(found) > 100
     return found
 
 

@@ -28,7 +28,7 @@ def test_missing_model_names_the_file_and_the_fix(tmp_path: Path, model_dir: Pat
     (tmp_path / models.MANIFEST_NAME).write_bytes((model_dir / models.MANIFEST_NAME).read_bytes())
     with pytest.raises(models.ModelError) as info:
         create_detector(DetectorSettings(model_dir=str(tmp_path)))
-    assert "face_detection_yunet_2023mar.onnx" in str(info.value) and "facepipe models fetch" in str(info.value)
+    assert "yunet_n_320_320.onnx" in str(info.value) and "facepipe models fetch" in str(info.value)
 
 
 def test_corrupt_model_is_refused(tmp_path: Path, model_dir: Path) -> None:

@@ -61,7 +61,7 @@ class SamePlace:
 
     name = "same-place"
 
-    def detect(self, frame: np.ndarray) -> list[Detection]:
+    def detect(self, frame: np.ndarray, full: bool = False) -> list[Detection]:
         return [Detection((100, 100, 60, 60), 0.9)]
 
 

@@ -16,7 +16,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from prometheus_client import Counter, Gauge, Histogram
 
 from facepipe import contract, imaging
-from facepipe.camera.detect import Detection, Detector, create_detector
+from facepipe.camera.detect import Detection, Detector, FullPasses, create_detector
 from facepipe.camera.gates import MotionGate, StableRate
 from facepipe.camera.sources import Frame, FrameSource, SourceError, classify, with_credentials
 from facepipe.camera.track import Candidate, Tracker, quality
@@ -67,7 +67,12 @@ class Camera(Component):
         self.lock = threading.Lock()
         self.acks: AckTracker[int] = AckTracker(lambda _seq: self._published(), lambda seq, reason: self._drop("refused", seq, str(reason)))
         self.source_open = threading.Event()
-        self.tracker = Tracker(settings.track_republish_seconds) if settings.publish_policy == "track" else None
+        self.full_passes = FullPasses(settings.detect.full_detect_seconds)
+        self.tracker = (
+            Tracker(settings.track_republish_seconds, full_pass_seconds=settings.detect.full_detect_seconds)
+            if settings.publish_policy == "track"
+            else None
+        )
         self.motion = MotionGate(settings.motion_threshold, settings.motion_max_skip_seconds) if settings.motion_gate else None
         self.stable_rate = (
             StableRate(self.tracker, settings.stable_max_fps, settings.stable_after_seconds)
@@ -88,6 +93,11 @@ class Camera(Component):
         self.scene_changes = Counter(
             "facepipe_camera_scene_changes_total",
             "frames that started a new scene (a cut, each image of a folder): tracks end",
+            registry=reg,
+        )
+        self.full_passes_total = Counter(
+            "facepipe_camera_full_passes_total",
+            "frames searched at full resolution (each still image, every FACEPIPE_FULL_DETECT_SECONDS of a video)",
             registry=reg,
         )
         self.detected = Counter("facepipe_camera_faces_detected_total", "faces detected", registry=reg)
@@ -199,17 +209,20 @@ class Camera(Component):
         if self.motion is not None and not self.motion.should_detect(frame.image, frame.timestamp):
             self._skip("no_motion")
             return
+        full = self.full_passes.due(frame.timestamp, frame.still)
         started = time.perf_counter()
-        detections = self.detector.detect(frame.image)
+        detections = self.detector.detect(frame.image, full)
         self.detect_seconds.observe(time.perf_counter() - started)
         self.frames.inc()
         self.detected.inc(len(detections))
+        if full:
+            self.full_passes_total.inc()
         if self.tracker is None:
             for index, detection in enumerate(detections):
                 self.publish(self.candidate(frame, index, detection, scored=False))
             return
         candidates = [self.candidate(frame, index, detection, scored=True) for index, detection in enumerate(detections)]
-        for track, candidate in self.tracker.update(candidates, frame.timestamp):
+        for track, candidate in self.tracker.update(candidates, frame.timestamp, full):
             self.publish(candidate, track)
 
     def _flush_tracks(self) -> None:
@@ -309,7 +322,8 @@ class Camera(Component):
             "frames_read": counted(self.frames_read), "frames": counted(self.frames), "frames_dropped": counted(self.frames_dropped),
             "frames_skipped_no_motion": counted(self.skipped, reason="no_motion"),
             "frames_skipped_stable": counted(self.skipped, reason="stable"), "scene_changes": counted(self.scene_changes),
-            "faces_detected": counted(self.detected), "published": counted(self.published), "dropped": counted(self.dropped),
+            "full_passes": counted(self.full_passes_total), "faces_detected": counted(self.detected),
+            "published": counted(self.published), "dropped": counted(self.dropped),
             "boot": self.boot,
         }  # fmt: skip
 

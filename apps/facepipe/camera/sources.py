@@ -38,6 +38,7 @@ class Frame:
     captured_at: float  # wall clock (time.time()) when read
     timestamp: float  # seconds on the source's own timeline: video time for files, monotonic time for live sources
     new_scene: bool = False  # nothing seen before this frame belongs with what it shows
+    still: bool = False  # an image of its own (a folder of photos), not a moment of a video
 
 
 class FrameReader(Protocol):
@@ -197,7 +198,7 @@ class FrameSource:
     def _frame(self, image: np.ndarray) -> Frame:
         timestamp = time.monotonic() if self.reader.live else self.frames_read / self.reader.fps
         new_scene = self.reader.stills or self.cuts.starts_scene(image)
-        return Frame(self.frames_read, image, time.time(), timestamp, new_scene)
+        return Frame(self.frames_read, image, time.time(), timestamp, new_scene, self.reader.stills)
 
     def _capture(self) -> None:
         period = 0.0 if self.reader.live else 1.0 / self.reader.fps

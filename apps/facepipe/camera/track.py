@@ -57,15 +57,20 @@ class Track:
     last_published_at: float = 0.0
     published_quality: float = -1.0
     best: Candidate | None = None  # the best crop not yet published
+    seen_downscaled: bool = False  # found on a downscaled copy at least once, not only by full-resolution passes
 
 
 class Tracker:
     """Greedy IoU matching of detections to tracks, frame after frame."""
 
-    def __init__(self, republish_seconds: float, iou_threshold: float = 0.3, max_missed_seconds: float = 1.0) -> None:
+    def __init__(
+        self, republish_seconds: float, iou_threshold: float = 0.3, max_missed_seconds: float = 1.0, full_pass_seconds: float = 0.0
+    ) -> None:
         self.republish_seconds = republish_seconds
         self.iou_threshold = iou_threshold
         self.max_missed_seconds = max_missed_seconds
+        # A face only the full-resolution passes find is unseen between them: its track waits for the next one.
+        self.full_pass_seconds = full_pass_seconds
         self.tracks: list[Track] = []
         self.next_id = 0
         self.last_started = -math.inf  # when the newest track started
@@ -74,8 +79,8 @@ class Tracker:
         """Faces are in view (tracked) and none has appeared for `after_seconds`."""
         return bool(self.tracks) and now - self.last_started >= after_seconds
 
-    def update(self, candidates: list[Candidate], now: float) -> list[tuple[int, Candidate]]:
-        """Match this frame's candidates; return (track id, crop) pairs to publish now."""
+    def update(self, candidates: list[Candidate], now: float, full: bool = False) -> list[tuple[int, Candidate]]:
+        """Match this frame's candidates (`full`: found by a full-resolution pass); return (track id, crop) pairs to publish now."""
         out: list[tuple[int, Candidate]] = []
         pairs = sorted(
             ((iou(t.bbox, c.detection.bbox), ti, ci) for ti, t in enumerate(self.tracks) for ci, c in enumerate(candidates)),
@@ -92,18 +97,21 @@ class Tracker:
             matched.add(ci)
             track, candidate = self.tracks[ti], candidates[ci]
             track.bbox, track.last_seen = candidate.detection.bbox, now
+            track.seen_downscaled = track.seen_downscaled or not full
             if track.best is None or candidate.quality > track.best.quality:
                 track.best = candidate
             if track.best.quality > track.published_quality and now - track.last_published_at >= self.republish_seconds:
                 out.append(self._publish(track, now))
         for ci, candidate in enumerate(candidates):
             if ci not in matched:
-                track = Track(self.next_id, candidate.detection.bbox, now, best=candidate)
+                track = Track(self.next_id, candidate.detection.bbox, now, best=candidate, seen_downscaled=not full)
                 self.next_id += 1
                 self.last_started = now
                 self.tracks.append(track)
                 out.append(self._publish(track, now))
-        ended = [t for t in self.tracks if now - t.last_seen > self.max_missed_seconds]
+        ended = [
+            t for t in self.tracks if now - t.last_seen > self.max_missed_seconds + (0 if t.seen_downscaled else self.full_pass_seconds)
+        ]
         out += self._finish(ended)
         return out
 
