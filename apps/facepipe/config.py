@@ -100,6 +100,14 @@ keepalive = Limits(1, 65535, message="must be 1..65535 seconds (MQTT's limit)")
 retry_seconds = Limits(0.1, 3600)
 
 
+def device_identifier(value: str) -> str | None:
+    try:
+        contract.check_device_id(value)
+    except contract.ContractError as exc:
+        return exc.detail
+    return None
+
+
 def topic_name(value: str) -> str | None:
     if not value or any(c in value for c in "+#\0") or value.startswith("$") or value.endswith("/"):
         return "must be a non-empty MQTT topic name without wildcards, a leading $ or a trailing /"
@@ -160,7 +168,7 @@ def remote_broker() -> BrokerSettings:
 class CommonSettings:
     """What every long-running component shares: identity, HTTP endpoint, logging."""
 
-    device_id: str = setting(default_device_id(), "FACEPIPE_DEVICE_ID", "this device's id (topics, keys)", check=identifier)
+    device_id: str = setting(default_device_id(), "FACEPIPE_DEVICE_ID", "this device's id (topics, keys)", check=device_identifier)
     http_host: str = setting("0.0.0.0", "FACEPIPE_HTTP_HOST", "address of the /healthz /readyz /metrics server")
     http_port: int = setting(8080, "FACEPIPE_HTTP_PORT", "port of the /healthz /readyz /metrics server (0: off)", check=http_port)
     log_level: str = setting("info", "FACEPIPE_LOG_LEVEL", "log level", choices=("debug", "info", "warning", "error"))

@@ -54,8 +54,8 @@ USER_PROPERTY_NAMES = (
 
 # Why the processor rejects a message (facepipe_processor_rejected_total{reason}).
 REJECTION_REASONS = (
-    "empty", "too_large", "not_image", "bad_content_type", "undecodable", "too_many_pixels",
-    "bad_metadata", "device_mismatch", "bad_topic",
+    "empty", "too_large", "not_image", "bad_content_type", "undecodable", "unsupported_format", "too_many_pixels",
+    "bbox_mismatch", "bloated", "bad_metadata", "device_mismatch", "reserved_device", "bad_topic",
 )  # fmt: skip
 
 
@@ -72,6 +72,14 @@ def check_id(kind: str, value: str) -> str:
     """Return `value` when it is a valid device/camera/boot id, else raise ContractError."""
     if not ID_PATTERN.fullmatch(value):
         raise ContractError("bad_metadata", f"{kind} {value!r} must match {ID_PATTERN.pattern}")
+    return value
+
+
+def check_device_id(value: str) -> str:
+    """Return `value` when a device may use it as its id (valid and not reserved), else raise ContractError."""
+    check_id("device", value)
+    if value in RESERVED_DEVICE_IDS:
+        raise ContractError("reserved_device", f"device id {value!r} is reserved ({', '.join(sorted(RESERVED_DEVICE_IDS))})")
     return value
 
 

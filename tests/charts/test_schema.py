@@ -28,6 +28,7 @@ CASES = [
     ("face-edge", ("cloud.auth.existingSecret=Not_A_Name",), "cloud.auth.existingSecret"),
     ("face-edge", ("deviceId=bad/device",), "deviceId"),
     ("face-edge", ("deviceId=-leading-dash",), "deviceId"),
+    ("face-edge", ("deviceId=unknown",), "deviceId"),  # reserved: where the cloud stores faces no topic proves
     ("face-edge", ("camera.accessMode=root",), "camera.accessMode"),
     ("face-edge", ("camera.device=video0",), "camera.device"),
     ("face-edge", ("camera.source=ftp://cam/stream",), "camera.source"),

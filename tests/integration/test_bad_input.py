@@ -14,7 +14,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from facepipe import imaging
+from facepipe import contract, imaging
 from facepipe.config import BrokerSettings, CommonSettings, ProcessorSettings, StoreSettings
 from facepipe.contract import PNG, FaceMeta
 from facepipe.probe import synthetic_face
@@ -72,6 +72,9 @@ def test_bad_payloads_are_rejected_counted_and_logged(tmp_path: Path, cloud_brok
     store = tmp_path / "faces"
     processor = start_processor(cloud_broker, store, tmp_path)
     try:
+        at_start = processor.metrics()
+        for reason in contract.REJECTION_REASONS:  # every reason on /metrics from the start, so a first burst shows in rate()
+            assert at_start.get(f'facepipe_processor_rejected_total{{reason="{reason}"}}') == 0, reason
         good = synthetic_face()
         bad_meta = Properties(PacketTypes.PUBLISH)
         bad_meta.ContentType = "image/png"
@@ -184,3 +187,18 @@ def test_a_plain_mqtt311_publisher_is_stored_by_arrival_time_and_hash(tmp_path: 
         assert stored.name.endswith(f"_sha256-{hashlib.sha256(face).hexdigest()}.png")
     finally:
         processor.stop()
+
+
+def test_an_edge_component_refuses_a_reserved_device_id(cloud_broker: MosquittoBroker) -> None:
+    """Reserved names are refused wherever a device id is set, not only in the cloud chart's device list: a forwarder
+    configured as `unknown` (where the cloud keeps faces no topic proves) stops before it connects, naming the setting."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, FACEPIPE_DEVICE_ID="unknown", REMOTE_MQTT_HOST=cloud_broker.host, REMOTE_MQTT_PORT=str(cloud_broker.port))
+    result = subprocess.run(
+        [sys.executable, "-m", "facepipe", "forwarder"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 2, result.stderr
+    assert "FACEPIPE_DEVICE_ID" in result.stderr and "reserved" in result.stderr, result.stderr

@@ -84,23 +84,7 @@ MAX_BYTES = 256_000
 MAX_PIXELS = 2048 * 2048
 SETTINGS = ProcessorSettings(broker=BrokerSettings(topic=BASE), max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS)
 
-KNOWN_REASONS = frozenset(
-    {
-        "bad_topic",
-        "bad_metadata",
-        "bad_content_type",
-        "device_mismatch",
-        "empty",
-        "too_large",
-        "not_image",
-        "undecodable",
-        "too_many_pixels",
-        "unsupported_format",
-        "bloated",
-        "bbox_mismatch",
-        "reserved_device",
-    }
-)
+KNOWN_REASONS = frozenset(contract.REJECTION_REASONS)  # each starts at 0 on /metrics: a reason missing there is a bug
 MiB = 1024 * 1024
 # Worst legitimate check: a JPEG at the pixel limit (decoded pixels, progressive coefficients, the PNG re-encode);
 # a PNG is inflated a piece at a time whatever its size. Plus slack.

@@ -63,6 +63,7 @@ def test_every_bad_value_is_listed_with_flag_and_variable() -> None:
     [
         ({"FACEPIPE_STORE": "ftp://x"}, "FACEPIPE_STORE"),
         ({"FACEPIPE_DEVICE_ID": "a/b"}, "FACEPIPE_DEVICE_ID"),
+        ({"FACEPIPE_DEVICE_ID": "unknown"}, "FACEPIPE_DEVICE_ID.*is reserved"),
         ({"REMOTE_MQTT_TOPIC": "cam/#"}, "REMOTE_MQTT_TOPIC"),
         ({"FACEPIPE_MAX_BYTES": "0"}, "FACEPIPE_MAX_BYTES"),
     ],

@@ -75,6 +75,9 @@ camera.extraVolumes {{ .name }} (a hostPath)
 {{- if and .Values.argocd.syncWaves.enabled (hasKey .Values.commonAnnotations "argocd.argoproj.io/sync-wave") -}}
 {{- $problems = append $problems "commonAnnotations sets argocd.argoproj.io/sync-wave, which would move only the objects without a wave of their own and break the order of argocd.syncWaves (broker first). Remove it, or set argocd.syncWaves.enabled=false to put every object in that one wave." -}}
 {{- end -}}
+{{- if eq (include "face-edge.deviceId" .) "unknown" -}}
+{{- $problems = append $problems "the device id \"unknown\" is reserved (the cloud stores faces no topic proves under it): set deviceId, or use another release name." -}}
+{{- end -}}
 {{- if not .Values.cloud.host -}}
 {{- $problems = append $problems "cloud.host is required: the address of the face-cloud broker that this device forwards faces to.\n  helm install <device> charts/face-edge --set cloud.host=mqtt.example.com" -}}
 {{- end -}}
