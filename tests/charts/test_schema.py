@@ -177,6 +177,12 @@ CONTRADICTIONS = [
     ("face-cloud", ("broker.auth.devices[0].name=processor", "broker.auth.devices[0].password=long-enough-1"), "processor, probe or gallery user"),
     ("face-cloud", ("broker.auth.devices[0].name=unknown", "broker.auth.devices[0].password=long-enough-1"), "reserved"),
     ("face-cloud", ("processor.store.s3.kmsKeyId=k", "processor.store.s3.sse=none"), "sse=aws:kms"),
+    # The review's cloud-s3-compatible example: RGW refuses SSE over plain http, so no face would ever be stored.
+    (
+        "face-cloud",
+        ("processor.store.type=s3", "processor.store.s3.bucket=faces", "processor.store.s3.endpoint=http://rgw:7480"),
+        "processor.store.s3.sse=AES256 over the plain-http endpoint http://rgw:7480",
+    ),
     ("face-edge", (r"commonAnnotations.argocd\.argoproj\.io/sync-wave=late",), "commonAnnotations sets argocd.argoproj.io/sync-wave"),
     ("face-cloud", (r"commonAnnotations.argocd\.argoproj\.io/sync-wave=late",), "argocd.syncWaves.enabled=false"),
 ]

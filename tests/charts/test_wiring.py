@@ -322,6 +322,17 @@ def test_processor_wiring(helm: h.Helm, render_cache: h.RenderCache, profile: st
         assert env_value(proc, "AWS_ENDPOINT_URL") == (s3["endpoint"] or None)
         assert env_value(proc, "AWS_REGION") == (s3["region"] or None)
         assert env_value(proc, "FACEPIPE_S3_KMS_KEY_ID") == (s3["kmsKeyId"] or None)
+        ca = s3["caBundle"]
+        if ca["existingSecret"]:  # an https endpoint signed by a private CA: processors and gallery trust it
+            bundle = f"/etc/facepipe/s3-ca/{ca['key']}"
+            for pod in [sts, *filter(None, [h.maybe_find(docs, "Deployment", "gallery")])]:
+                (container,) = h.pod_spec(pod)["containers"]
+                assert env_value(container, "AWS_CA_BUNDLE") == bundle
+                assert {"name": "s3-ca", "mountPath": "/etc/facepipe/s3-ca", "readOnly": True} in container["volumeMounts"]
+                (volume,) = [v for v in h.pod_spec(pod)["volumes"] if v["name"] == "s3-ca"]
+                assert volume["secret"]["secretName"] == ca["existingSecret"]
+        else:
+            assert h.env_item(proc, "AWS_CA_BUNDLE") is None
         creds = s3["credentials"]
         if creds["existingSecret"] or creds["accessKeyId"]:
             for name, key in (("AWS_ACCESS_KEY_ID", creds["accessKeyIdKey"]), ("AWS_SECRET_ACCESS_KEY", creds["secretAccessKeyKey"])):

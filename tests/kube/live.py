@@ -401,6 +401,7 @@ EXTERNAL_SECRETS: dict[str, dict[str, tuple[str, dict[str, str]]]] = {
     },
     "cloud-s3-compatible": {
         "facepipe-passwd": ("Opaque", {"passwd": "processor:$7$101$c2FsdA==$aGFzaA==\n"}),
+        "rgw-ca": ("Opaque", {"ca.crt": _PEM}),
     },
     "edge-deviceplugin": {
         "lobby-01-uplink": ("Opaque", {"username": "lobby-01", "password": "lobby-pw"}),

@@ -33,6 +33,34 @@ WaitForFirstConsumer claim (k3s local-path) is Pending until its pod exists.
 {{- if and (eq .Values.processor.store.type "s3") (or $c.existingSecret $c.accessKeyId) -}}true{{- end -}}
 {{- end -}}
 
+{{/*
+Trust for an https S3 endpoint whose certificate a private CA signs (processor.store.s3.caBundle):
+boto3 reads AWS_CA_BUNDLE. "env", "mount" or "volume" for the processors' and the gallery's pods.
+(dict "ctx" $ "part" "env")
+*/}}
+{{- define "face-cloud.s3.caBundle" -}}
+{{- $store := .ctx.Values.processor.store -}}
+{{- $ca := $store.s3.caBundle -}}
+{{- if and (eq $store.type "s3") $ca.existingSecret -}}
+{{- if eq .part "env" }}
+- name: AWS_CA_BUNDLE
+  value: {{ printf "/etc/facepipe/s3-ca/%s" $ca.key | quote }}
+{{- else if eq .part "mount" }}
+- name: s3-ca
+  mountPath: /etc/facepipe/s3-ca
+  readOnly: true
+{{- else }}
+- name: s3-ca
+  secret:
+    secretName: {{ $ca.existingSecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ $ca.key }}
+        path: {{ $ca.key }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
 {{/* FACEPIPE_STORE */}}
 {{- define "face-cloud.store.url" -}}
 {{- $store := .Values.processor.store -}}
@@ -116,6 +144,9 @@ cluster (helm upgrade), else a new random one. (dict "ctx" $ "user" "processor" 
 {{- end -}}
 {{- if and $store.s3.credentials.accessKeyId (not $store.s3.credentials.secretAccessKey) -}}
 {{- $problems = append $problems "processor.store.s3.credentials.accessKeyId needs processor.store.s3.credentials.secretAccessKey." -}}
+{{- end -}}
+{{- if and (eq $store.type "s3") (ne $store.s3.sse "none") (hasPrefix "http://" $store.s3.endpoint) -}}
+{{- $problems = append $problems (printf "processor.store.s3.sse=%s over the plain-http endpoint %s: Ceph RGW refuses server-side encryption without TLS (InvalidRequest) and no face would be stored. Use an https:// endpoint (processor.store.s3.caBundle.existingSecret for a private CA), or set processor.store.s3.sse=none and encrypt on the server's side." $store.s3.sse $store.s3.endpoint) -}}
 {{- end -}}
 {{- if and (eq $store.s3.sse "none") $store.s3.kmsKeyId -}}
 {{- $problems = append $problems "processor.store.s3.kmsKeyId needs processor.store.s3.sse=aws:kms." -}}
