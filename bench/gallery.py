@@ -156,7 +156,7 @@ def run(ctx: Context) -> list[Row]:
         return [*rows, Row("6 gallery", "RGW", "skipped", note="Ceph RGW not installed")]
     bucket = "bench-gallery"
     gateway.client().create_bucket(Bucket=bucket)
-    storage = StoreSettings(store=f"s3://{bucket}/faces", s3_endpoint_url=gateway.endpoint_url)
+    storage = gateway.store_settings(f"s3://{bucket}/faces")
     return rows + measure_s3(ctx, gateway, storage, faces, now)
 
 

@@ -1,8 +1,9 @@
-"""The `facepipe` command: one subcommand per component, `run`, `probe`, `models` and `hash-password`."""
+"""The `facepipe` command: one subcommand per component, `run`, `probe`, `retention`, `models` and `hash-password`."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -22,6 +23,10 @@ COMMANDS: dict[str, tuple[type, str]] = {
     "gallery": (config.GallerySettings, "serve the face gallery: pages and a JSON API over the store, live updates, erasure"),
     "run": (config.RunSettings, "run the whole pipeline on this machine (own brokers) until the source ends"),
     "probe": (config.ProbeSettings, "publish one synthetic face and wait for a component's counter (helm test)"),
+    "retention": (
+        config.RetentionSettings,
+        "apply FACEPIPE_RETENTION_DAYS to the store once: an S3 lifecycle rule (keys allowed to set it), or prune a directory",
+    ),
 }
 
 
@@ -72,6 +77,19 @@ def _hash_password() -> int:
         print("facepipe hash-password: empty password", file=sys.stderr)
         return 1
     print(hash_password(password))
+    return 0
+
+
+def _apply_retention(settings: config.RetentionSettings, log: logging.Logger) -> int:
+    from facepipe.storage import StoreUnavailable, open_store
+
+    days = settings.storage.retention_days
+    try:
+        open_store(settings.storage).apply_retention(days)
+    except StoreUnavailable as exc:
+        log.error("retention.failed", extra={"store": settings.storage.store, "days": days, "error": str(exc)[:1000]})
+        return 1
+    log.info("retention.applied", extra={"store": settings.storage.store, "days": days})
     return 0
 
 
@@ -130,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
             from facepipe.probe import run_probe
 
             return run_probe(settings, log)
+        if args.command == "retention":
+            return _apply_retention(settings, log)
         return serve(_component(args.command, settings)(settings, log))
     except (FatalError, FileNotFoundError) as exc:
         log.error("fatal", extra={"error": str(exc)})

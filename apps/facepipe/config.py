@@ -345,12 +345,18 @@ class StoreSettings:
         "(one syncfs of the store's filesystem: fastest on a volume of its own, but it flushes every writer's data on a shared disk)",
         choices=("files", "filesystem"),
     )
-    s3_sse: str = setting("none", "FACEPIPE_S3_SSE", "server-side encryption", choices=("none", "AES256", "aws:kms"))
+    s3_sse: str = setting(
+        "AES256",
+        "FACEPIPE_S3_SSE",
+        "server-side encryption of the faces (Ceph RGW takes it only over https; none: the bucket's default)",
+        choices=("none", "AES256", "aws:kms"),
+    )
     s3_kms_key_id: str = setting("", "FACEPIPE_S3_KMS_KEY_ID", "KMS key for aws:kms encryption (empty: the bucket's default key)")
     retention_days: int = setting(
-        0,
+        30,
         "FACEPIPE_RETENTION_DAYS",
-        "delete faces older than this many days (S3 lifecycle rule / directory pruning; 0: keep)",
+        "delete faces older than this many days: a directory store is pruned by the processor, an S3 prefix gets a lifecycle "
+        "rule from `facepipe retention` (0: keep)",
         check=Limits(0, 36500),
     )
 
@@ -388,6 +394,15 @@ class ProcessorSettings:
     store_retry_max_seconds: float = setting(
         30.0, "FACEPIPE_STORE_RETRY_MAX_SECONDS", "longest wait between retries of a failed store", check=retry_seconds
     )
+
+
+@dataclass(frozen=True)
+class RetentionSettings:
+    """`facepipe retention`: apply FACEPIPE_RETENTION_DAYS to the store once (an S3 lifecycle rule), with keys
+    allowed to set it; the processors' keys then need nothing but s3:PutObject on their prefix."""
+
+    common: CommonSettings = group("", "", common, "common")
+    storage: StoreSettings = group("", "", StoreSettings, "storage")
 
 
 @dataclass(frozen=True)
@@ -668,6 +683,6 @@ def environment_names(cls: type) -> list[str]:
 
 __all__ = [
     "BrokerSettings", "CameraSettings", "CommonSettings", "ConfigError", "DetectorSettings",
-    "ForwarderSettings", "GallerySettings", "LoggerSettings", "ProbeSettings", "ProcessorSettings", "RunSettings", "StatusSettings", "StoreSettings",
+    "ForwarderSettings", "GallerySettings", "LoggerSettings", "ProbeSettings", "ProcessorSettings", "RetentionSettings", "RunSettings", "StatusSettings", "StoreSettings",
     "add_arguments", "describe", "environment_names", "load", "print_effective", "to_environment",
 ]  # fmt: skip

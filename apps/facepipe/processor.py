@@ -147,8 +147,13 @@ class Processor(Component):
         for worker in workers:
             worker.start()
         retention_due = time.monotonic()
+        if self.settings.storage.retention_days and not self.store.prunes_itself:
+            self.log.info(
+                "retention.external",
+                extra={"days": self.settings.storage.retention_days, "how": "a lifecycle rule set by `facepipe retention`"},
+            )
         while not stop.wait(1.0):
-            if self.settings.storage.retention_days and time.monotonic() >= retention_due:
+            if self.settings.storage.retention_days and self.store.prunes_itself and time.monotonic() >= retention_due:
                 self._apply_retention()
                 retention_due = time.monotonic() + 3600
         for worker in workers:

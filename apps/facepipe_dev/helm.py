@@ -373,8 +373,8 @@ def spool_max_bytes(spool: Mapping[str, Any]) -> int:
 
 # --- the apps' view of a rendered container's env (facepipe <component> --check-config) --------------
 
-# Read by something other than facepipe.config (boto3's credential chain): not in the report.
-READ_ELSEWHERE = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"})
+# Read by something other than facepipe.config (boto3: its credential chain, its CA bundle): not in the report.
+READ_ELSEWHERE = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_CA_BUNDLE"})
 # The facepipe.config settings class of each component the charts run.
 COMPONENT_SETTINGS = {
     "camera": "CameraSettings",
@@ -439,6 +439,7 @@ SYNC_WAVES: dict[str, dict[str, str]] = {
                 "broker-deployment.yaml",
                 "broker-networkpolicy.yaml",
                 "apps-networkpolicy.yaml",
+                "egress-networkpolicy.yaml",
             ],
             "-1",
         ),
@@ -473,6 +474,7 @@ SYNC_WAVES: dict[str, dict[str, str]] = {
                 "broker-networkpolicy.yaml",
                 "processor-networkpolicy.yaml",
                 "gallery-networkpolicy.yaml",
+                "egress-networkpolicy.yaml",
             ],
             "-1",
         ),

@@ -28,6 +28,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from facepipe.config import StoreSettings
 from facepipe_dev.processes import ChildProcess, free_port, port_open
 
 __all__ = ["RadosGateway", "rgw_available"]
@@ -188,6 +189,11 @@ class RadosGateway:
         options.update(kwargs)
         return boto3.client("s3", **options)
 
+    def store_settings(self, store: str) -> StoreSettings:
+        """Settings of a store `s3://bucket/prefix` on this gateway. It serves plain http, where RGW refuses
+        server-side encryption, so SSE is off (the app's default is AES256)."""
+        return StoreSettings(store=store, s3_endpoint_url=self.endpoint_url, s3_region=self.region, s3_sse="none")
+
     def env(self) -> dict[str, str]:
         """AWS_* variables that point a child process's boto3 at this gateway."""
         return {
@@ -198,6 +204,13 @@ class RadosGateway:
             "AWS_ENDPOINT_URL": self.endpoint_url,
             "AWS_EC2_METADATA_DISABLED": "true",
         }
+
+    def add_user(self, uid: str) -> dict[str, str]:
+        """Create another S3 user (no rights on others' buckets until a bucket policy grants them) and return
+        `env()` with its keys; its ARN for a bucket policy is `arn:aws:iam:::user/<uid>`."""
+        access, secret = _random_key(20, string.ascii_uppercase + string.digits), _random_key(40, string.ascii_letters + string.digits)
+        self.admin("user", "create", "--uid", uid, "--display-name", uid, "--access-key", access, "--secret-key", secret)
+        return {**self.env(), "AWS_ACCESS_KEY_ID": access, "AWS_SECRET_ACCESS_KEY": secret}
 
     def admin(self, *args: str, timeout: float = 30.0) -> str:
         """Run `radosgw-admin ARGS` against this cluster and return its stdout."""

@@ -23,6 +23,7 @@ COMMANDS = {
     "processor": config.ProcessorSettings,
     "run": config.RunSettings,
     "probe": config.ProbeSettings,
+    "retention": config.RetentionSettings,
     "gallery": config.GallerySettings,
 }
 # Where a chart allows less than the app, and why; the generated entry is narrowed to this.

@@ -43,7 +43,7 @@ class Store:
     def s3(cls, rgw: RadosGateway, bucket: str, create: bool = True) -> Store:
         """Bucket `bucket` (made here unless `create` is false) on `rgw`, keys under `faces/`."""
         store = cls(
-            StoreSettings(store=f"s3://{bucket}/{S3_PREFIX}", s3_endpoint_url=rgw.endpoint_url, s3_region=rgw.region),
+            rgw.store_settings(f"s3://{bucket}/{S3_PREFIX}"),
             rgw=rgw,
             bucket=bucket,
         )

@@ -18,7 +18,7 @@ import pytest
 from playwright.sync_api import expect
 
 from facepipe import contract
-from facepipe.config import BrokerSettings, CommonSettings, ProcessorSettings, StoreSettings
+from facepipe.config import BrokerSettings, CommonSettings, ProcessorSettings
 from facepipe.contract import Capture, FaceMeta, Status
 from facepipe.probe import synthetic_face
 from facepipe_dev.brokers import MosquittoBroker
@@ -43,7 +43,7 @@ class Stack:
         self.s3 = rgw.client()
         self.bucket = f"gallery-pages-{free_port()}"
         self.s3.create_bucket(Bucket=self.bucket)
-        self.storage = StoreSettings(store=f"s3://{self.bucket}/faces", s3_endpoint_url=rgw.endpoint_url)
+        self.storage = rgw.store_settings(f"s3://{self.bucket}/faces")
         self.started: list[Any] = []
         self.broker = MosquittoBroker(workdir / "cloud-broker", name="cloud-broker").start()
         self.started.append(self.broker)

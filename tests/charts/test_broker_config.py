@@ -37,6 +37,8 @@ def dynamic_security_plugin() -> str:
     if not found:
         pytest.skip("mosquitto_dynamic_security.so not found (Debian's mosquitto package ships it)")
     return str(found[0])
+
+
 TOPIC = "cam_bin_remote"
 DEVICES = {"dev-a": "password-of-dev-a", "dev-b": "password-of-dev-b"}
 NOT_AUTHORIZED = 0x87
@@ -278,3 +280,47 @@ def test_edge_broker_default_config_starts(helm_any: h.Helm, tmp_path: Path) -> 
         assert pub(broker.port(1883), "cam_bin") == 0
     log = broker.log()
     assert "Error" not in log, log
+
+
+def make_pki(root: Path, *clients: str) -> None:
+    """A CA, the broker's certificate for 127.0.0.1 (root/tls: ca.crt, tls.crt, tls.key) and one client certificate
+    per name, its common name that name (root/<name>.crt, .key)."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    tls = root / "tls"
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(root / "ca.key"), "-out", str(tls / "ca.crt"),
+            "-days", "1", "-subj", "/CN=facepipe test CA")  # fmt: skip
+    for name, cn, ext in [
+        ("server", "127.0.0.1", "subjectAltName=IP:127.0.0.1"),
+        *((c, c, "extendedKeyUsage=clientAuth") for c in clients),
+    ]:
+        key, csr, crt = root / f"{name}.key", root / f"{name}.csr", root / f"{name}.crt"
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={cn}")
+        (root / f"{name}.ext").write_text(ext + "\n")
+        openssl("x509", "-req", "-in", str(csr), "-CA", str(tls / "ca.crt"), "-CAkey", str(root / "ca.key"), "-CAcreateserial",
+                "-out", str(crt), "-days", "1", "-extfile", str(root / f"{name}.ext"))  # fmt: skip
+    shutil.copy(root / "server.crt", tls / "tls.crt")
+    shutil.copy(root / "server.key", tls / "tls.key")
+
+
+def test_client_certificates_bound_to_the_user_name(helm_any: h.Helm, tmp_path: Path) -> None:
+    """broker.tls.useIdentityAsUsername: on the TLS port a device is who its certificate says (common name = device
+    id), whatever user name and password it sends. dev-a's certificate cannot publish as dev-b even with dev-b's
+    password; dev-b's password without a certificate gets nowhere; dev-a's certificate alone publishes as dev-a."""
+    docs, users = chart_broker_docs(helm_any, "broker.tls.requireClientCertificate=true", "broker.tls.useIdentityAsUsername=true")
+    conf = h.find(docs, "ConfigMap", "broker")["data"]["mosquitto.conf"]
+    assert "use_identity_as_username true" in conf
+    broker = Broker(docs, tmp_path)
+    make_pki(tmp_path, "dev-a")
+    with broker:
+        plain, tls = broker.port(1883), broker.port(8883)
+        ca = ["--cafile", str(tmp_path / "tls" / "ca.crt")]
+        dev_a = [*ca, "--cert", str(tmp_path / "dev-a.crt"), "--key", str(tmp_path / "dev-a.key")]
+        sub = Subscriber(plain, f"{TOPIC}/#", "processor", users["processor"], count=2)
+        assert pub(tls, f"{TOPIC}/dev-a", *dev_a) == 0, broker.log()  # no user name, no password: the certificate
+        pub(tls, f"{TOPIC}/dev-b", *dev_a, user="dev-b", password=DEVICES["dev-b"])  # dev-a's certificate, dev-b's password
+        assert pub(tls, f"{TOPIC}/dev-b", *ca, user="dev-b", password=DEVICES["dev-b"]) != 0, "a password without a certificate"
+        assert pub(tls, f"{TOPIC}/dev-a", *dev_a, user="dev-b", password="wrong") == 0, "the certificate decides, not the password"
+        assert sub.result() == [f"{TOPIC}/dev-a", "face"] * 2, broker.log()

@@ -177,6 +177,7 @@ CONTRADICTIONS = [
     ("face-cloud", ("broker.auth.devices[0].name=processor", "broker.auth.devices[0].password=long-enough-1"), "processor, probe or gallery user"),
     ("face-cloud", ("broker.auth.devices[0].name=unknown", "broker.auth.devices[0].password=long-enough-1"), "reserved"),
     ("face-cloud", ("processor.store.s3.kmsKeyId=k", "processor.store.s3.sse=none"), "sse=aws:kms"),
+    ("face-cloud", ("broker.tls.useIdentityAsUsername=true",), "useIdentityAsUsername needs broker.tls.requireClientCertificate"),
     # The review's cloud-s3-compatible example: RGW refuses SSE over plain http, so no face would ever be stored.
     (
         "face-cloud",

@@ -224,7 +224,9 @@ def test_stream_credentials_come_from_a_secret(helm: h.Helm, render_cache: h.Ren
     (cam,) = h.find(render_cache.get(helm, "face-edge", profile), "Deployment", "camera")["spec"]["template"]["spec"]["containers"]
     env = {item["name"]: item for item in cam["env"]}
     assert "@" not in env["FACEPIPE_SOURCE"]["value"].split("://", 1)[-1].split("/", 1)[0]
-    refs = {name: env[name]["valueFrom"]["secretKeyRef"] for name in ("FACEPIPE_SOURCE_USERNAME", "FACEPIPE_SOURCE_PASSWORD") if name in env}
+    refs = {
+        name: env[name]["valueFrom"]["secretKeyRef"] for name in ("FACEPIPE_SOURCE_USERNAME", "FACEPIPE_SOURCE_PASSWORD") if name in env
+    }
     if creds["existingSecret"]:
         assert refs == {
             "FACEPIPE_SOURCE_USERNAME": {"name": creds["existingSecret"], "key": creds["usernameKey"]},
@@ -267,11 +269,11 @@ def test_edge_privileged_mode_is_an_explicit_opt_in_said_in_notes(helm: h.Helm) 
     assert "PRIVILEGED" not in default and "requests 1 x squat.ai/video" in default
     assert "pod-security.kubernetes.io/enforce=restricted" in default and "helm test" in default
     for mode in ("privileged", "hostDevice"):
-        with pytest.raises(h.HelmError, match=f"need \"privileged\":\n  camera.accessMode={mode}"):
+        with pytest.raises(h.HelmError, match=f'need "privileged":\n  camera.accessMode={mode}'):
             helm.template("face-edge", sets=[*edge, f"camera.accessMode={mode}"])
     opted_in = helm.notes("face-edge", sets=[*edge, "camera.accessMode=privileged", "podSecurity.level=privileged"])
     assert "PRIVILEGED" in opted_in and "pod-security.kubernetes.io/enforce=privileged" in opted_in
-    assert "level \"privileged\" lets every pod of the namespace run privileged" in opted_in
+    assert 'level "privileged" lets every pod of the namespace run privileged' in opted_in
     rtsp = helm.notes("face-edge", sets=[*edge, "camera.source=rtsp://cam/stream", "camera.accessMode=privileged"])
     assert "PRIVILEGED" not in rtsp, "a stream needs no device: nothing is privileged"
     host_device = helm.notes("face-edge", sets=[*edge, "camera.accessMode=hostDevice", "podSecurity.level=privileged"])
@@ -346,6 +348,19 @@ def test_processor_wiring(helm: h.Helm, render_cache: h.RenderCache, profile: st
         assert h.env_item(proc, "FACEPIPE_S3_SSE") is None
 
 
+def test_the_examples_expose_no_plain_mqtt() -> None:
+    """The review: no example exposes the plain 1883 listener to the devices, or points a device at one."""
+    for profile in CLOUD:
+        assert not h.effective_values("face-cloud", profile)["broker"]["service"]["exposePlain"], profile
+    for profile in EDGE:
+        cloud = h.effective_values("face-edge", profile)["cloud"]
+        assert cloud["tls"]["enabled"] and cloud["port"] != 1883, profile
+
+
+def test_the_cloud_broker_keeps_the_devices_addresses_by_default() -> None:
+    assert h.effective_values("face-cloud", "default")["broker"]["service"]["externalTrafficPolicy"] == "Local"
+
+
 def test_s3_encryption_is_on_by_default(helm: h.Helm) -> None:
     docs = helm.template("face-cloud", sets=["processor.store.type=s3", "processor.store.s3.bucket=faces"])
     (proc,) = h.find(docs, "StatefulSet", "processor")["spec"]["template"]["spec"]["containers"]
@@ -371,7 +386,12 @@ def test_cloud_broker_config(helm: h.Helm, render_cache: h.RenderCache, profile:
     # The processors subscribe (in their group) and read everything, write nothing; a device writes only its own topics.
     topic, user, group = values["topic"], b["auth"]["processor"]["username"], values["processor"]["shareGroup"]
     access = h.broker_access(docs, [user, "dev-x"])
-    assert access["defaultACLAccess"] == {"publishClientSend": False, "publishClientReceive": False, "subscribe": False, "unsubscribe": True}
+    assert access["defaultACLAccess"] == {
+        "publishClientSend": False,
+        "publishClientReceive": False,
+        "subscribe": False,
+        "unsubscribe": True,
+    }
     shared = {("subscribeLiteral", f"$share/{group}/{topic}/#")} if group else set()
     assert h.grants(access, user) == {
         ("subscribeLiteral", f"{topic}/#"), ("subscribeLiteral", f"{topic}/+/status/+"), ("publishClientReceive", f"{topic}/#"), *shared,
@@ -392,6 +412,8 @@ def test_cloud_broker_exposure(helm: h.Helm, render_cache: h.RenderCache, profil
     if b["service"]["exposePlain"]:
         expected["mqtt"] = b["ports"]["mqtt"]
     assert ports == expected
+    assert external["spec"]["externalTrafficPolicy"] == b["service"]["externalTrafficPolicy"]
+    assert external["spec"].get("loadBalancerSourceRanges", []) == b["service"]["loadBalancerSourceRanges"]
     for p in external["spec"]["ports"]:
         node_port = b["service"]["nodePorts"][p["name"]]
         if b["service"]["type"] == "NodePort" and node_port:
@@ -639,3 +661,96 @@ def test_directory_durability_mode_reaches_the_processor(helm: h.Helm) -> None:
         docs = helm.template("face-cloud", sets=[f"processor.store.directory.sync={sync}"])
         (proc,) = h.find(docs, "StatefulSet", "processor")["spec"]["template"]["spec"]["containers"]
         assert env_value(proc, "FACEPIPE_STORE_SYNC") == sync
+
+
+def _egress_rules(docs: list, labels: dict) -> list[dict] | None:
+    """The egress rules of the policies selecting a pod with `labels` (None: no policy limits its egress)."""
+    rules, limited = [], False
+    for policy in h.by_kind(docs, "NetworkPolicy"):
+        selector = policy["spec"]["podSelector"]
+        selected = all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items()) and all(
+            (labels.get(e["key"]) in e["values"]) == (e["operator"] == "In") for e in selector.get("matchExpressions", [])
+        )
+        if selected and "Egress" in policy["spec"]["policyTypes"]:
+            limited = True
+            rules += policy["spec"].get("egress", [])
+    return rules if limited else None
+
+
+def _url_port(url: str) -> int:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).port or {"http": 80, "https": 443}[urlsplit(url).scheme]
+
+
+def _reaches(rules: list[dict]) -> set[tuple[str, object]]:
+    """What the rules allow, as (peer, port): peer 'component:<c>' for the release's pods, 'any' or 'listed'."""
+    found = set()
+    for rule in rules:
+        peers = rule.get("to") or [None]
+        ports = [p["port"] for p in rule.get("ports", [])] or ["all"]
+        for peer in peers:
+            name = "any" if peer is None else (
+                f"component:{peer['podSelector']['matchLabels']['app.kubernetes.io/component']}"
+                if "podSelector" in peer and "namespaceSelector" not in peer else "listed"
+            )  # fmt: skip
+            found |= {(name, port) for port in ports}
+    return found
+
+
+@pytest.mark.parametrize(("chart", "profile"), ALL, ids=ALL_IDS)
+def test_network_policies_limit_each_workloads_egress(helm: h.Helm, render_cache: h.RenderCache, chart: str, profile: str) -> None:
+    """Default deny for every pod of the release, then each workload reaches exactly its peers: the camera the edge
+    broker (and a stream source), the logger the edge broker, the forwarder the edge broker and the cloud's port, the
+    processors and the gallery the broker and the store's port, the brokers nothing; name resolution on port 53."""
+    values = h.effective_values(chart, profile)
+    if not values["networkPolicy"]["enabled"]:
+        return
+    docs = render_cache.get(helm, chart, profile)
+    dns = {("any", 53)} if not values["networkPolicy"]["dnsTo"] else {("listed", 53)}
+    broker = {("component:broker", "mqtt")}
+    expected: dict[str, set] = {"broker": set()}
+    if chart == "face-edge":
+        cloud_to = "listed" if values["networkPolicy"]["cloudTo"] else "any"
+        source = values["camera"]["source"]
+        stream = set()
+        if re.match(r"^(rtsps?|https?)://", source):
+            stream = {
+                (
+                    "listed" if values["networkPolicy"]["cameraSourceTo"] else "any",
+                    "all" if source.startswith("rtsp") else _url_port(source),
+                )
+            }
+        expected |= {
+            "camera": dns | broker | stream,
+            "logger": dns | broker,
+            "forwarder": dns | broker | {(cloud_to, values["cloud"]["port"])},
+            "test": dns | broker | {("component:forwarder", "http")},
+        }
+    else:
+        s3 = values["processor"]["store"]["s3"]
+        store = set()
+        if values["processor"]["store"]["type"] == "s3":
+            port = _url_port(s3["endpoint"] or "https://s3.amazonaws.com")
+            store = {("listed" if values["networkPolicy"]["storeTo"] else "any", port)}
+        expected |= {
+            "processor": dns | broker | store,
+            "gallery": dns | (broker if values["gallery"]["live"] else set()) | store,
+            "test": dns | broker | {("component:processor", "http")},
+            "gallery-test": dns | {("component:gallery", "gallery")},
+        }
+    deny = next(p for p in h.by_kind(docs, "NetworkPolicy") if p["metadata"]["name"].endswith("-default-deny"))
+    assert deny["spec"]["policyTypes"] == ["Ingress", "Egress"] and "egress" not in deny["spec"] and "ingress" not in deny["spec"]
+    for doc in h.workloads(docs):
+        labels = doc["metadata"]["labels"] if doc["kind"] == "Pod" else doc["spec"]["template"]["metadata"]["labels"]
+        component = labels["app.kubernetes.io/component"]
+        rules = _egress_rules(docs, labels)
+        assert rules is not None, f"{doc['metadata']['name']}: egress not limited"
+        assert _reaches(rules) == expected[component], (component, rules)
+
+
+@pytest.mark.parametrize("chart", h.CHART_NAMES)
+def test_network_policies_can_be_left_out(helm: h.Helm, chart: str) -> None:
+    """No profile turns them off (checkov then finds pods without a policy): networkPolicy.enabled=false renders none."""
+    sets = ["networkPolicy.enabled=false", *(["cloud.host=mqtt.example.com"] if chart == "face-edge" else [])]
+    assert h.by_kind(helm.template(chart, sets=sets), "NetworkPolicy") == []

@@ -80,7 +80,7 @@ def store_settings(kind: str, tmp: Path, request: pytest.FixtureRequest) -> tupl
     rgw: RadosGateway = request.getfixturevalue("rgw")
     bucket = "g-" + "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:40].strip("-") + f"-{free_port()}"
     rgw.client().create_bucket(Bucket=bucket)
-    return StoreSettings(store=f"s3://{bucket}/faces", s3_endpoint_url=rgw.endpoint_url), rgw.env()
+    return rgw.store_settings(f"s3://{bucket}/faces"), rgw.env()
 
 
 @pytest.fixture(params=["directory", "s3"])

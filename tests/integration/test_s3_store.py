@@ -9,12 +9,13 @@ and the faces wait at the broker in the processor's session until the configurat
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from facepipe import contract
-from facepipe.config import BrokerSettings, CommonSettings, ProcessorSettings, StoreSettings
+from facepipe.config import BrokerSettings, CommonSettings, ProcessorSettings
 from facepipe.contract import FaceMeta
 from facepipe.probe import synthetic_face
 from facepipe.storage.s3 import CHECK_KEY
@@ -29,7 +30,7 @@ BASE = contract.DEFAULT_REMOTE_TOPIC
 
 
 def processor_settings(broker: MosquittoBroker, rgw: RadosGateway, bucket: str, sse: str) -> ProcessorSettings:
-    storage = StoreSettings(store=f"s3://{bucket}/faces", s3_endpoint_url=rgw.endpoint_url, s3_region=rgw.region, s3_sse=sse)
+    storage = replace(rgw.store_settings(f"s3://{bucket}/faces"), s3_sse=sse)
     return ProcessorSettings(
         common=CommonSettings(device_id="cloud"),
         broker=BrokerSettings(host=broker.host, port=broker.port, topic=BASE),
@@ -76,3 +77,71 @@ def test_an_encryption_the_store_refuses_is_a_clear_counted_error_and_loses_noth
         fixed.stop()
     assert sorted(s3_keys(s3, s3_bucket, "faces/edge-1/")) == sorted(contract.object_key("faces", m) for m in metas)
     assert s3.head_object(Bucket=s3_bucket, Key=f"faces/{CHECK_KEY}")["ContentLength"] == 0, "the write check's marker"
+
+
+def put_only_policy(bucket: str, uid: str, prefix: str) -> str:
+    """A bucket policy giving `uid` s3:PutObject under `prefix` and nothing else (what the processor needs)."""
+    statement = {
+        "Effect": "Allow",
+        "Principal": {"AWS": [f"arn:aws:iam:::user/{uid}"]},
+        "Action": ["s3:PutObject"],
+        "Resource": [f"arn:aws:s3:::{bucket}/{prefix}/*"],
+    }
+    return json.dumps({"Version": "2012-10-17", "Statement": [statement]})
+
+
+def test_the_processor_needs_only_put_object_and_retention_is_a_separate_step(
+    tmp_path: Path, cloud_broker: MosquittoBroker, rgw: RadosGateway, s3_bucket: str
+) -> None:
+    """The review: the processor held PutLifecycleConfiguration and rewrote the bucket's rules. Now a processor whose
+    keys may only put objects under its prefix (a bucket policy on a real RGW) becomes ready and stores faces with the
+    default retention (30 days) and never touches the bucket's lifecycle; `facepipe retention`, run once with the
+    owner's keys, sets the rule, including the expiry of noncurrent versions (a redelivered key on a versioned bucket
+    left two versions, and only the current one expired)."""
+    import subprocess
+    import sys
+
+    from botocore.exceptions import ClientError
+
+    owner = rgw.client()
+    owner.put_bucket_versioning(Bucket=s3_bucket, VersioningConfiguration={"Status": "Enabled"})
+    writer_env = rgw.add_user("faces-writer")
+    owner.put_bucket_policy(Bucket=s3_bucket, Policy=put_only_policy(s3_bucket, "faces-writer", "faces"))
+    settings = processor_settings(cloud_broker, rgw, s3_bucket, "none")
+    assert settings.storage.retention_days == 30, "the app's default retention is the chart's"
+    processor = ComponentProcess("processor", settings, tmp_path / "processor", extra_env=writer_env).start().wait_ready()
+    meta = FaceMeta("edge-1", "cam0", "b00f", 1, datetime.now(UTC), 1, 0, (0, 0, 96, 96), 0.9, "test/1")
+    try:
+        client = TestClient(cloud_broker.host, cloud_broker.port)
+        for _ in range(2):  # a redelivery: the same key twice
+            client.publish(f"{BASE}/edge-1", synthetic_face(96), meta.to_properties())
+        client.close()
+        wait_until(lambda: processor.metrics().get("facepipe_processor_stored_total", 0) == 2, what="both copies stored")
+        assert processor.metrics().get("facepipe_processor_store_refused_total", 0) == 0
+    finally:
+        processor.stop()
+    key = contract.object_key("faces", meta)
+    versions = owner.list_object_versions(Bucket=s3_bucket, Prefix=key)["Versions"]
+    assert len(versions) == 2, "the versioned bucket kept both copies: noncurrent versions need a rule of their own"
+    try:
+        owner.get_bucket_lifecycle_configuration(Bucket=s3_bucket)
+        raise AssertionError("the processor set a lifecycle rule")
+    except ClientError as exc:
+        assert exc.response["Error"]["Code"] == "NoSuchLifecycleConfiguration"
+    log = processor.process.log_path.read_text()
+    assert '"retention.external"' in log and '"retention.applied"' not in log
+
+    # The separate step: with keys that may set lifecycle rules (here the bucket owner's).
+    env = {**os.environ, **rgw.env(), "FACEPIPE_STORE": f"s3://{s3_bucket}/faces", "FACEPIPE_RETENTION_DAYS": "30"}
+    result = subprocess.run([sys.executable, "-m", "facepipe", "retention"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    (rule,) = owner.get_bucket_lifecycle_configuration(Bucket=s3_bucket)["Rules"]
+    assert rule["Status"] == "Enabled" and rule["Expiration"] == {"Days": 30}
+    assert rule["NoncurrentVersionExpiration"]["NoncurrentDays"] == 1
+    assert rule.get("Filter", {}).get("Prefix", rule.get("Prefix")) == "faces/"
+
+    # The same step with the processor's keys is refused by the store, and says so (exit 1).
+    denied = subprocess.run(
+        [sys.executable, "-m", "facepipe", "retention"], env={**env, **writer_env}, capture_output=True, text=True, timeout=60
+    )
+    assert denied.returncode == 1 and "retention.failed" in denied.stdout + denied.stderr

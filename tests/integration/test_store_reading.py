@@ -69,7 +69,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     with pytest.MonkeyPatch.context() as env:
         for name, value in rgw.env().items():
             env.setenv(name, value)
-        yield open_store(StoreSettings(store=f"s3://{bucket}/faces", s3_endpoint_url=rgw.endpoint_url))
+        yield open_store(rgw.store_settings(f"s3://{bucket}/faces"))
 
 
 @pytest.fixture

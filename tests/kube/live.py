@@ -406,6 +406,10 @@ EXTERNAL_SECRETS: dict[str, dict[str, tuple[str, dict[str, str]]]] = {
     "edge-deviceplugin": {
         "lobby-01-uplink": ("Opaque", {"username": "lobby-01", "password": "lobby-pw"}),
     },
+    "edge-file-demo": {
+        "facepipe-cloud-ca": ("Opaque", {"ca.crt": _PEM}),
+        "demo-1-uplink": ("Opaque", {"username": "demo-1", "password": "demo-pw"}),
+    },
     "edge-hostdevice-video2": {
         "facepipe-cloud-ca": ("Opaque", {"ca.crt": _PEM}),
         "gate-2-uplink": ("Opaque", {"user": "gate-2", "pass": "gate-pw"}),

@@ -58,6 +58,9 @@ class Store(Protocol):
     url: str
     prefix: str
     max_batch: int  # how many puts may share one sync()
+    # True: the processor applies retention (`apply_retention`) itself, hourly. False: a separate step does, once, with
+    # rights the processor does not need (an S3 lifecycle rule: `facepipe retention`).
+    prunes_itself: bool
 
     def put(self, key: str, png: bytes, metadata: dict[str, str]) -> None:
         """Store (or overwrite) one object with its metadata; raise StoreUnavailable on failure.

@@ -128,6 +128,7 @@ class DirectoryStore:
 
     prefix = ""
     max_batch = 64
+    prunes_itself = True  # retention is the processor pruning its own tree
 
     def __init__(self, url: str, use_syncfs: bool = False) -> None:
         self.url = url

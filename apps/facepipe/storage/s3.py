@@ -19,6 +19,8 @@ ACCESS_ERRORS = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", 
 MISSING_BUCKET_ERRORS = {"NoSuchBucket", "404"}
 # What a server says to encryption it does not offer (Ceph RGW refuses SSE over plain HTTP with InvalidRequest).
 ENCRYPTION_ERRORS = {"InvalidRequest", "InvalidArgument", "NotImplemented", "InvalidEncryptionAlgorithmError"}
+# A face's older versions (a redelivery overwrote it, or it was erased) go this many days after they stop being current.
+NONCURRENT_DAYS = 1
 CHECK_KEY = ".facepipe-write-check"  # the empty object `check` writes under the prefix: a put proves what faces need
 
 
@@ -31,6 +33,7 @@ class S3Store:
     """Faces as S3 objects with their metadata as S3 user metadata (durable once put_object returns)."""
 
     max_batch = 1
+    prunes_itself = False  # retention is the bucket's lifecycle rule, set by `facepipe retention`
 
     def __init__(self, settings: StoreSettings, max_connections: int = 32) -> None:
         self.url = settings.store
@@ -87,7 +90,9 @@ class S3Store:
         self.put(f"{self.prefix}/{CHECK_KEY}" if self.prefix else CHECK_KEY, b"", {}, content_type="text/plain")
 
     def apply_retention(self, days: int) -> None:
-        """Install (or replace) the bucket's lifecycle rule that expires this prefix after `days`."""
+        """Install (or replace) the bucket's lifecycle rule that expires this prefix after `days`, and on a versioned
+        bucket the versions a redelivered face or an erasure leaves behind a day after they stop being current.
+        Needs s3:GetLifecycleConfiguration and s3:PutLifecycleConfiguration: `facepipe retention`, not the processor."""
         if days <= 0:
             return
         rule = {
@@ -95,6 +100,7 @@ class S3Store:
             "Filter": {"Prefix": f"{self.prefix}/" if self.prefix else ""},
             "Status": "Enabled",
             "Expiration": {"Days": days},
+            "NoncurrentVersionExpiration": {"NoncurrentDays": NONCURRENT_DAYS},
         }
         try:
             current = self.client.get_bucket_lifecycle_configuration(Bucket=self.bucket).get("Rules", [])

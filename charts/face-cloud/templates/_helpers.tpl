@@ -163,6 +163,9 @@ cluster (helm upgrade), else a new random one. (dict "ctx" $ "user" "processor" 
 {{- $problems = append $problems (printf "device %q uses the name of the processor, probe or gallery user, or the reserved \"unknown\"; pick another device id." .name) -}}
 {{- end -}}
 {{- end -}}
+{{- if and .Values.broker.tls.useIdentityAsUsername (not .Values.broker.tls.requireClientCertificate) -}}
+{{- $problems = append $problems "broker.tls.useIdentityAsUsername needs broker.tls.requireClientCertificate (the user name comes from the client's certificate)." -}}
+{{- end -}}
 {{- if and .Values.broker.tls.requireClientCertificate (not .Values.broker.tls.enabled) -}}
 {{- $problems = append $problems "broker.tls.requireClientCertificate needs broker.tls.enabled." -}}
 {{- end -}}
