@@ -1120,7 +1120,8 @@ def test_a_u_feff_property_does_not_wedge_the_forwarder(tmp_path: Path, broker_f
     from facepipe.config import ForwarderSettings
 
     edge, cloud = broker_factory("edge-broker"), broker_factory("cloud-broker")  # type: ignore[operator]
-    watcher = TestClient(cloud.host, cloud.port).subscribe(f"{BASE}/#")
+    # The device's face topic only: the forwarder also relays its status under the device's subtree.
+    watcher = TestClient(cloud.host, cloud.port).subscribe(contract.remote_topic(BASE, "edge-1"))
     settings = ForwarderSettings(
         common=CommonSettings(device_id="edge-1"),
         local=BrokerSettings(host=edge.host, port=edge.port, topic="cam_bin"),
