@@ -30,6 +30,8 @@ STABLE_MAX_FPS = 3.0
 LIVE_WINDOW_SECONDS = 27.0
 LIVE = "yunet+motion gate, live 30 fps, ≤ 10 analysed/s"
 LIVE_STABLE = f"{LIVE}, ≤ {STABLE_MAX_FPS:.0f}/s while faces are tracked"
+SOONER_FULL_DETECT_SECONDS = 2.0
+LIVE_STABLE_SOONER = f"{LIVE_STABLE}, FACEPIPE_FULL_DETECT_SECONDS={SOONER_FULL_DETECT_SECONDS:g}"
 
 
 def live(settings: CameraSettings, stable: bool) -> CameraSettings:
@@ -243,6 +245,9 @@ def clip_rows(ctx: Context, haar_640_seconds: float) -> list[Row]:
             runs.append(("yunet+motion gate", replace(yunet, motion_gate=True)))
             runs.append((LIVE, live(yunet, stable=False)))
             runs.append((LIVE_STABLE, live(yunet, stable=True)))
+            # The profile that finds a new small face sooner, for more CPU (not the default: not the compared row).
+            sooner = replace(yunet, detect=replace(yunet.detect, full_detect_seconds=SOONER_FULL_DETECT_SECONDS))
+            runs.append((LIVE_STABLE_SOONER, live(sooner, stable=True)))
         for label, settings in runs:
             window = (4.0 if ctx.quick else LIVE_WINDOW_SECONDS) if settings.realtime else seconds
             results[label] = cpu = camera_cpu(ctx, broker, settings, window, f"run{len(results)}")
@@ -275,7 +280,8 @@ def clip_rows(ctx: Context, haar_640_seconds: float) -> list[Row]:
                 note="paid by every approach; not part of the detector's cost",
             )
         )
-        best_label = min((label for label in results if label != "haar"), key=lambda label: results[label].ms_per_frame)
+        compared = [label for label in results if label not in ("haar", LIVE_STABLE_SOONER)]
+        best_label = min(compared, key=lambda label: results[label].ms_per_frame)
         best = results[best_label].ms_per_frame
         detection = max(0.01, best - decode)
         baseline = 1000 * haar_640_seconds
