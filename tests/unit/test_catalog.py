@@ -135,6 +135,9 @@ def test_a_day_is_counted_hour_by_hour_exactly_and_up_to_the_cap(tmp_path: Path,
     monkeypatch.setattr(catalog, "COUNT_CAP", 4)
     count, complete = Catalog(SmallPages(store)).count_day("edge-1", DAY.date())  # type: ignore[arg-type]
     assert not complete and 4 <= count < 15
+    one_by_one = CountingStore(store)  # each hour in one listing: the cap still stops the count
+    assert Catalog(one_by_one, workers=1).count_day("edge-1", DAY.date()) == (5, False)  # type: ignore[arg-type]
+    assert one_by_one.requests == 1
 
 
 def test_erasing_a_day_removes_exactly_that_day(tmp_path: Path) -> None:
