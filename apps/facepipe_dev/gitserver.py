@@ -7,8 +7,8 @@ HTTP protocol, v2 included. Pushing over HTTP is off (as for anonymous users of 
 `Checkout` pushes to the bare repository through its path, and the server then serves that.
 
 `Checkout` is a working copy made from this project's working tree (tracked and untracked files
-that .gitignore does not exclude), committed once, with `git`, `commit_all` and `push` for the
-test's own commits.
+that .gitignore does not exclude; symlinks stay symlinks, as the charts' committed facepipe-common
+link), committed once, with `git`, `commit_all` and `push` for the test's own commits.
 """
 
 from __future__ import annotations
@@ -197,7 +197,7 @@ class Checkout:
         path.mkdir(parents=True)
         for rel in sorted({name for name in listed.decode().split("\0") if name}):
             src = source / rel
-            if not src.is_file():
+            if not (src.is_file() or src.is_symlink()):
                 continue  # deleted in the working tree but still in the index
             dest = path / rel
             dest.parent.mkdir(parents=True, exist_ok=True)

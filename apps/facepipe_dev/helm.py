@@ -14,6 +14,7 @@ import functools
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -53,6 +54,16 @@ INSTALL_HINT = "run `bash .ci/install-helm.sh` (or set FACEPIPE_HELM3 / FACEPIPE
 
 def tools_dir() -> Path:
     return Path(os.environ.get("FACEPIPE_TOOLS_CACHE", "/var/cache/facepipe-tools")) / "helm"
+
+
+def find_kubectl() -> Path | None:
+    """FACEPIPE_KUBECTL, else the helm tools cache's kubectl (1.37.1), else kubectl on PATH."""
+    env = os.environ.get("FACEPIPE_KUBECTL")
+    for candidate in (Path(env) if env else None, tools_dir() / "kubectl"):
+        if candidate is not None and candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    found = shutil.which("kubectl")
+    return Path(found) if found else None
 
 
 def find_helm(major: int) -> Path | None:
@@ -125,8 +136,6 @@ class Helm:
 
     def notes(self, chart: str | Path, sets: Iterable[str] = (), values: Iterable[str | Path] = ()) -> str:
         """NOTES.txt as `helm install` would print it (helm template skips NOTES: a copy renders it)."""
-        import shutil
-
         with tempfile.TemporaryDirectory(prefix="facepipe-notes-") as tmp:
             copy = Path(tmp) / chart_dir(chart).name
             shutil.copytree(chart_dir(chart), copy)

@@ -1,4 +1,4 @@
-"""Fixtures of the GitOps tier: one fleet per session (fleet.py), bootstrapped as argocd/README.md says."""
+"""Fixtures of the GitOps tier: one fleet per session (facepipe_dev.gitops), bootstrapped as argocd/README.md says."""
 
 from __future__ import annotations
 
@@ -6,14 +6,22 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.argocd import fleet as f
-from facepipe_dev.argocd import synced_and_healthy
+from facepipe_dev import gitops as f
 
 BOOTSTRAP_TIMEOUT = 600.0
 # The scenarios share one fleet and each leaves it as it found it or as the next expects, so they
 # run in the issue's order: bootstrap first, then the cloud, fleet changes by commits, an upgrade
-# through the rings, drift, bad input. Modules not listed run after them.
-MODULE_ORDER = ("test_bootstrap", "test_cloud", "test_fleet_changes", "test_rollout", "test_drift", "test_bad_input")
+# through the rings, drift, bad input, a device moved to its own Argo CD. Modules not listed run
+# after them.
+MODULE_ORDER = (
+    "test_bootstrap",
+    "test_cloud",
+    "test_fleet_changes",
+    "test_rollout",
+    "test_drift",
+    "test_bad_input",
+    "test_standalone",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -41,11 +49,5 @@ def fleet(gitops_tools, tmp_path_factory: pytest.TempPathFactory) -> Iterator[f.
 def bootstrapped(fleet: f.Fleet) -> f.Fleet:
     """The README's bootstrap done, and every Application it leads to Synced and Healthy."""
     f.bootstrap(fleet)
-    expected = {"facepipe", "face-cloud", *(f"face-edge-{d}" for d in fleet.devices)}
-
-    def all_healthy() -> bool:
-        apps = fleet.applications()
-        return expected <= set(apps) and all(synced_and_healthy(apps[name]) for name in expected)
-
-    f.wait_for("every Application Synced and Healthy after the bootstrap", all_healthy, BOOTSTRAP_TIMEOUT, fleet.fleet_state)
+    fleet.wait_settled("every Application Synced and Healthy after the bootstrap", timeout=BOOTSTRAP_TIMEOUT)
     return fleet

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
-from tests.argocd import fleet as f
+from facepipe_dev import gitops as f
 from facepipe_dev.argocd import app_state, synced_and_healthy
 
 pytestmark = [pytest.mark.argocd]
@@ -79,3 +81,37 @@ def test_pods_are_scheduled_on_the_devices_own_node_and_ready(bootstrapped: f.Fl
         assert pod["spec"].get("nodeName") == device_id, name
         ready = {c["type"]: c["status"] for c in pod["status"].get("conditions", [])}
         assert ready.get("Ready") == "True", (name, pod["status"])
+
+
+def pod_essentials(deployment: dict) -> dict:
+    """What a rendering decides about a Deployment's pods (the API server adds defaults to the rest)."""
+    spec = deployment["spec"]["template"]["spec"]
+
+    def container(c: dict) -> dict:
+        env = {e["name"]: e.get("value", f"<{next(iter(e.get('valueFrom') or {'?': 0}))}>") for e in c.get("env", [])}
+        return {"name": c["name"], "image": c["image"], "command": c.get("command"), "args": c.get("args"), "env": env}
+
+    return {
+        "containers": [container(c) for c in spec["containers"]],
+        "initContainers": [container(c) for c in spec.get("initContainers", [])],
+        "nodeSelector": spec.get("nodeSelector"),
+        "tolerations": spec.get("tolerations"),
+    }
+
+
+def test_the_readmes_local_rendering_of_a_device_file_is_what_argo_cd_deployed(bootstrapped: f.Fleet) -> None:
+    """argocd/README.md "Device files": `helm template` with the two values files, run as written,
+    renders the pods Argo CD's repo-server rendered and deployed for that device."""
+    fleet = bootstrapped
+    bin_dir = fleet.workdir / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    if not (bin_dir / "helm").exists():
+        (bin_dir / "helm").symlink_to(fleet.argocd.tools.helm)  # the repo-server's Helm 4
+    block = f.readme_block("Device files", 0)
+    (device_id,) = re.findall(r"argocd/devices/\w+/([\w-]+)\.yaml", block)
+    output = fleet.shell(block, fleet.cloud.kubeconfig, tools_path=str(bin_dir)).stdout
+    local = {d["metadata"]["name"]: d for d in yaml.safe_load_all(output) if d and d["kind"] == "Deployment"}
+    live = f.deployments(fleet.devices[device_id])
+    assert set(local) == set(live)
+    for name, deployment in local.items():
+        assert pod_essentials(deployment) == pod_essentials(live[name]), name

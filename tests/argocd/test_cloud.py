@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from tests.argocd import fleet as f
+from facepipe_dev import gitops as f
 
 pytestmark = [pytest.mark.argocd]
 

@@ -34,7 +34,7 @@ def helm4(helm_binaries) -> h.Helm:
 
 @pytest.fixture(scope="session")
 def kubectl() -> str:
-    path = live.find_kubectl()
+    path = h.find_kubectl()
     if path is None:
         pytest.skip(f"kubectl not found: {live.KUBECTL_HINT}")
     return str(path)

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -29,16 +27,6 @@ from facepipe_dev.kube import KubeAPIServer
 BASELINE = {("ServiceAccount", "default"), ("ConfigMap", "kube-root-ca.crt")}
 IGNORED_RESOURCES = {("", "events"), ("events.k8s.io", "events")}
 KUBECTL_HINT = "run `bash .ci/install-helm.sh` (it puts kubectl 1.37 next to helm), set FACEPIPE_KUBECTL, or put kubectl on PATH"
-
-
-def find_kubectl() -> Path | None:
-    """FACEPIPE_KUBECTL, else the helm tools cache's kubectl (1.37.1), else kubectl on PATH."""
-    env = os.environ.get("FACEPIPE_KUBECTL")
-    for candidate in (Path(env) if env else None, h.tools_dir() / "kubectl"):
-        if candidate is not None and candidate.is_file() and os.access(candidate, os.X_OK):
-            return candidate
-    found = shutil.which("kubectl")
-    return Path(found) if found else None
 
 
 def dns_label(*parts: str) -> str:

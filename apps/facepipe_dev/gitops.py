@@ -1,5 +1,5 @@
-"""The fleet of the GitOps tests: a cloud cluster running Argo CD, one cluster per edge device, and the
-git repository Argo CD reads, all on loopback (fixtures in conftest.py).
+"""A GitOps fleet on loopback: a cloud cluster running Argo CD, one cluster per edge device, and the
+git repository Argo CD reads (tests/argocd's fixtures).
 
 `Fleet` holds them and does what an operator does outside git: register a device's cluster with Argo
 CD (the declarative cluster Secret of argocd/README.md, "Behind NAT" A), make the Secrets the README
@@ -22,12 +22,12 @@ from typing import Any, TypeVar
 
 import yaml
 
-from tests.kube.live import find_kubectl
-from facepipe_dev.argocd import NAMESPACE, ArgoCD, ArgoTools, app_state
+from facepipe_dev.argocd import NAMESPACE, ArgoCD, ArgoTools, app_state, synced_and_healthy
 from facepipe_dev.gitserver import Checkout, GitHttpServer, git_env
+from facepipe_dev.helm import find_kubectl
+from facepipe_dev.paths import REPO
 from facepipe_dev.simcluster import FakeNode, SimTools, SimulatedCluster
 
-REPO = Path(__file__).resolve().parents[2]
 README = REPO / "argocd" / "README.md"
 PLACEHOLDER_URL = "https://git.example.com/CHANGE-ME/facepipe.git"
 FACEPIPE_NS = "facepipe"
@@ -132,12 +132,11 @@ class Fleet:
 
         bearer = wait_for(f"{device_id}: token of argocd-manager", token, 60)
         config = {"bearerToken": bearer, "tlsClientConfig": {"caData": base64.b64encode(device.ca_cert.read_bytes()).decode()}}
-        secret = {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": f"cluster-{device_id}", "namespace": NAMESPACE, "labels": {"argocd.argoproj.io/secret-type": "cluster"}},
-            "stringData": {"name": device_id, "project": EDGE_PROJECT, "server": device.server, "config": json.dumps(config)},
-        }
+        # The README's own Secret, for this device: its name, its API address, its credentials.
+        secret = yaml.safe_load(readme_yaml_block("A. A central Argo CD with the devices registered as clusters (push)"))
+        assert secret["stringData"]["project"] == EDGE_PROJECT, secret
+        secret["metadata"]["name"] = f"cluster-{device_id}"
+        secret["stringData"].update({"name": device_id, "server": device.server, "config": json.dumps(config)})
         status, body = self.cloud.api.request("POST", f"/api/v1/namespaces/{NAMESPACE}/secrets", secret)
         assert status == 201, f"cluster Secret of {device_id}: HTTP {status}: {body}"
 
@@ -187,10 +186,41 @@ class Fleet:
             )
         return result
 
+    def unregister(self, device_id: str) -> None:
+        """The last step of "Remove a device": its cluster Secret goes, then its cluster is stopped."""
+        status, body = self.cloud.api.request("DELETE", f"/api/v1/namespaces/{NAMESPACE}/secrets/cluster-{device_id}")
+        assert status == 200, f"deleting the cluster Secret of {device_id}: HTTP {status}: {body}"
+        self.devices.pop(device_id).stop()
+
     # --- Argo CD state ------------------------------------------------------------------------------
 
     def applications(self) -> dict[str, dict[str, Any]]:
         return self.argocd.applications()
+
+    def expected_applications(self) -> set[str]:
+        """The root, face-cloud and one Application per device that has a cluster."""
+        return {"facepipe", "face-cloud", *(f"face-edge-{d}" for d in self.devices)}
+
+    def settled(self, revision: str | None = None) -> bool:
+        """Exactly the expected Applications exist, each Synced (at `revision`) and Healthy."""
+        apps = self.applications()
+        expected = self.expected_applications()
+        return set(apps) == expected and all(synced_and_healthy(apps[name], revision) for name in expected)
+
+    def wait_settled(self, what: str, revision: str | None = None, timeout: float = 600.0) -> None:
+        wait_for(what, lambda: self.settled(revision), timeout, self.fleet_state)
+
+    def appset_conditions(self) -> dict[str, dict[str, Any]]:
+        """type -> condition of the face-edge ApplicationSet."""
+        appset = self.argocd.get("applicationsets", APPSET) or {}
+        return {c["type"]: c for c in (appset.get("status") or {}).get("conditions") or []}
+
+    def workloads(self) -> dict[str, dict[str, tuple[str, int]]]:
+        """device -> Deployment -> (uid, generation): what a sync that touches a device changes."""
+        return {
+            device_id: {name: (d["metadata"]["uid"], d["metadata"]["generation"]) for name, d in deployments(cluster).items()}
+            for device_id, cluster in self.devices.items()
+        }
 
     def fleet_state(self) -> str:
         """Every Application and ApplicationSet in a few lines, and the components' last warnings."""
@@ -391,3 +421,8 @@ def tracked_objects(cluster: SimulatedCluster, namespace: str = FACEPIPE_NS) -> 
             if "argocd.argoproj.io/tracking-id" in (item["metadata"].get("annotations") or {}):
                 found.append(f"{path.rsplit('/', 1)[1]}/{name}")
     return found
+
+
+def last_history_id(app: Mapping[str, Any]) -> int:
+    """The id of an Application's latest sync in its history (ids only grow; the history is capped)."""
+    return max((entry["id"] for entry in (app.get("status") or {}).get("history") or []), default=-1)
