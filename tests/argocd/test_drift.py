@@ -72,8 +72,13 @@ def test_a_deployment_deleted_by_hand_shows_as_drift_and_is_restored_from_git(bo
 
     f.wait_for(f"{DEPLOYMENT} on {DEVICE} restored", restored, 300, fleet.fleet_state)
     fleet.wait_settled("after the drift: every Application Synced and Healthy", fleet.head())
-    app = fleet.argocd.get("applications", app_name)
-    assert f.last_history_id(app) > last_sync, app_state(app)
+    # The sync that restored it finishes (its entry in the history) once all its resources are Healthy.
+    app = f.wait_for(
+        f"{app_name}'s restoring sync in its history",
+        lambda: (a := fleet.argocd.get("applications", app_name)) and f.last_history_id(a) > last_sync and a,
+        300,
+        fleet.fleet_state,
+    )
     results = {(r["kind"], r["name"]): r for r in app["status"]["operationState"]["syncResult"]["resources"]}
     assert "created" in results[("Deployment", DEPLOYMENT)]["message"], results[("Deployment", DEPLOYMENT)]
     after = fleet.workloads()
