@@ -98,11 +98,14 @@ PROFILES = {"ci": {"prepare": 400, "mqtt": 300}, "full": {"prepare": 10_000, "mq
 settings.register_profile(
     "facepipe-fuzz-ci",
     max_examples=PROFILES["ci"]["prepare"],
+    derandomize=True,  # CI runs the same cases every time; the full profile explores new ones
     deadline=None,
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
 )
-settings.register_profile("facepipe-fuzz-full", settings.get_profile("facepipe-fuzz-ci"), max_examples=PROFILES["full"]["prepare"])
+settings.register_profile(
+    "facepipe-fuzz-full", settings.get_profile("facepipe-fuzz-ci"), max_examples=PROFILES["full"]["prepare"], derandomize=False
+)
 
 
 # --- a corpus of valid faces and builders of hostile ones ---
