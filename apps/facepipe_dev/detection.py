@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facepipe.camera.detect import Detector
+from facepipe.camera.detect import Detector, iou
 
 Box = tuple[float, float, float, float]
 WIDER_SETTINGS = ("easy", "medium", "hard")
@@ -40,15 +40,6 @@ class Accuracy:
     found: int  # counted faces matched by a detection
     detections: int  # detections judged (not on an ignore region)
     correct: int  # judged detections that match a counted face
-
-
-def iou(a: Box, b: Box) -> float:
-    ax1, ay1, bx1, by1 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
-    w = max(0.0, min(ax1, bx1) - max(a[0], b[0]))
-    h = max(0.0, min(ay1, by1) - max(a[1], b[1]))
-    inter = w * h
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
 
 
 def match(truth: list[Box], found: list[Box], threshold: float) -> tuple[set[int], set[int]]:

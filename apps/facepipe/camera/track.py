@@ -14,18 +14,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from facepipe.camera.detect import Detection
+from facepipe.camera.detect import Detection, iou
 
 FULL_SIZE_PIXELS = 96 * 96  # faces this big or bigger get the full size factor
 SHARP_LAPLACIAN_VARIANCE = 150.0  # ... and this sharp or sharper the full sharpness factor
-
-
-def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
-    w = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    h = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    inter = w * h
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union else 0.0
 
 
 def quality(detection: Detection, crop: np.ndarray) -> float:
