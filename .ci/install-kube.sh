@@ -16,6 +16,7 @@
 # works. Needs Go (>= the go directive of k8s.io/kubernetes) and the Go module proxy.
 # Honours GOFLAGS (for example GOFLAGS=-p=1 to leave a core free) and FACEPIPE_TOOLS_CACHE.
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 KUBE_VERSION=v1.36.3
 ETCD_VERSION=v3.6.8 # build/dependencies.yaml of k8s.io/kubernetes v1.36.3: etcd 3.6.8
@@ -27,10 +28,9 @@ else
     SET_NAME=""
 fi
 for name in "${KUBE_COMMANDS[@]}"; do
-    [[ $name =~ ^kube-[a-z-]+$ ]] || { echo "[install-kube] error: not a command of k8s.io/kubernetes/cmd: $name" >&2; exit 2; }
+    [[ $name =~ ^kube-[a-z-]+$ ]] || { log "error: not a command of k8s.io/kubernetes/cmd: $name"; exit 2; }
 done
 
-CACHE=${FACEPIPE_TOOLS_CACHE:-/var/cache/facepipe-tools}
 ROOT=$CACHE/kube-$KUBE_VERSION
 BIN=$ROOT/bin
 if [ -z "$SET_NAME" ]; then
@@ -42,12 +42,7 @@ else
     STAMP_WANTED="kubernetes=$KUBE_VERSION commands=${KUBE_COMMANDS[*]}"
     EXECUTABLES=("${KUBE_COMMANDS[@]}")
 fi
-
-log() { printf '[install-kube] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-t_start=$(date +%s.%N)
-elapsed() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1fs", b - a }'; }
+ANSWER=$BIN
 
 # openssl makes the test certificates (apps/facepipe_dev/kube.py).
 if ! command -v openssl >/dev/null 2>&1; then
@@ -60,48 +55,15 @@ if ! command -v openssl >/dev/null 2>&1; then
     fi
 fi
 
-have_all() {
-    local name
-    for name in "${EXECUTABLES[@]}"; do
-        [ -x "$BIN/$name" ] || return 1
-    done
-    [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$STAMP_WANTED" ]
-}
+have_all() { executables_in "$BIN" "${EXECUTABLES[@]}" && stamp_matches; }
 
-if have_all; then
-    log "cached: $STAMP_WANTED ($(elapsed "$t_start"))"
-    echo "$BIN"
-    exit 0
-fi
-
-command -v go >/dev/null 2>&1 || die "go is not on PATH"
-mkdir -p "$ROOT" 2>/dev/null || die "cannot create $ROOT (set FACEPIPE_TOOLS_CACHE to a writable dir)"
-
-# One build at a time per cache dir; a second caller waits and then finds the binaries.
-exec 9>"$ROOT/.lock"
-flock 9
-if have_all; then
-    log "built meanwhile by another run: $STAMP_WANTED"
-    echo "$BIN"
-    exit 0
-fi
-
-export GOPATH=$ROOT/gopath
-export GOMODCACHE=$ROOT/gomodcache
-export GOCACHE=$ROOT/gocache
-export CGO_ENABLED=0
-# -modcacherw: the module cache stays deletable with rm -rf.
-export GOFLAGS="${GOFLAGS:-} -modcacherw"
-export GOWORK=off
-mkdir -p "$BIN"
-rm -f "$STAMP"
-log "go: $(go version); cache: $ROOT; GOFLAGS=$GOFLAGS"
+exit_if_installed "cached: $STAMP_WANTED ($(elapsed "$t_start"))"
+go_build_begin "" ""
 
 # --- Kubernetes -----------------------------------------------------------------------------
 t0=$(date +%s.%N)
 staging_version="v0.${KUBE_VERSION#v1.}"
-kube_mod_json=$(go mod download -json "k8s.io/kubernetes@$KUBE_VERSION")
-kube_gomod=$(printf '%s\n' "$kube_mod_json" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')
+kube_gomod=$(go_mod_field GoMod "k8s.io/kubernetes@$KUBE_VERSION")
 [ -f "$kube_gomod" ] || die "go mod download gave no go.mod for k8s.io/kubernetes@$KUBE_VERSION"
 go_directive=$(sed -n 's/^go \([0-9.]*\)$/\1/p' "$kube_gomod")
 # Its go.mod replaces every staging module with ./staging/src/k8s.io/<name>; those directories are
@@ -160,9 +122,7 @@ finish() {
     for name in "${KUBE_COMMANDS[@]}"; do
         log "$name: $("$BIN/$name" --version 2>&1 | head -n1)"
     done
-    echo "$STAMP_WANTED" >"$STAMP"
-    log "done in $(elapsed "$t_start")"
-    echo "$BIN"
+    finish_install "done in $(elapsed "$t_start")"
 }
 if [ -n "$SET_NAME" ]; then
     finish

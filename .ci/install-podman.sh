@@ -15,24 +15,19 @@
 # Options: --no-base (steps 1-2 only).  Env: FACEPIPE_TOOLS_CACHE, FACEPIPE_BASE_IMAGE,
 # FACEPIPE_DEBIAN_MIRROR (default: the first Debian mirror in /etc/apt/sources.list*).
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 BASE_IMAGE=${FACEPIPE_BASE_IMAGE:-localhost/facepipe-base:bookworm}
 SUITE=bookworm
 # Nothing beyond minbase: like debian:bookworm-slim, the base has no python3, so apps/Dockerfile's
 # apt-get steps do the same work here as on a user's machine (and the image size is comparable).
 INCLUDE=${FACEPIPE_BASE_INCLUDE:-}
-CACHE=${FACEPIPE_TOOLS_CACHE:-/var/cache/facepipe-tools}
 DIR=$CACHE/podman
 CONF=$DIR/containers.conf
 ROOTFS_TAR=$DIR/facepipe-base-$SUITE.tar
 STAMP_WANTED="suite=$SUITE variant=minbase include=$INCLUDE slim=1"
 WANT_BASE=1
 [ "${1:-}" = "--no-base" ] && WANT_BASE=0
-
-log() { printf '[install-podman] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-t_start=$(date +%s.%N)
-since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1fs", b - a }'; }
 
 # --- 1. packages ---------------------------------------------------------------------------------
 missing=()
@@ -51,13 +46,13 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends \
         podman runc debootstrap debian-archive-keyring uidmap slirp4netns fuse-overlayfs containernetworking-plugins \
         iptables ca-certificates >&2
-    log "packages installed ($(since "$t"))"
+    log "packages installed ($(elapsed "$t"))"
 else
     log "packages present: podman $(podman --version 2>/dev/null | awk '{print $3}'), runc, debootstrap"
 fi
 
 # --- 2. containers.conf -------------------------------------------------------------------------
-mkdir -p "$DIR" 2>/dev/null || die "cannot create $DIR (set FACEPIPE_TOOLS_CACHE to a writable dir)"
+make_cache_dir "$DIR"
 conf_text='# Written by .ci/install-podman.sh: use as CONTAINERS_CONF=<this file> podman ...
 # crun cannot raise rlimits here (no CAP_SYS_RESOURCE, cgroups v1 hybrid): use runc and
 # default ulimits that fit under the sandbox'"'"'s limits.
@@ -74,7 +69,7 @@ fi
 export CONTAINERS_CONF=$CONF
 
 if [ "$WANT_BASE" = 0 ]; then
-    log "done, base image skipped (--no-base) ($(since "$t_start"))"
+    log "done, base image skipped (--no-base) ($(elapsed "$t_start"))"
     echo "$CONF"
     exit 0
 fi
@@ -85,7 +80,7 @@ flock 9
 
 label_stamp() { podman image inspect --format '{{ index .Labels "org.facepipe.base.stamp" }}' "$BASE_IMAGE" 2>/dev/null || true; }
 if podman image exists "$BASE_IMAGE" && [ "$(label_stamp)" = "$STAMP_WANTED" ]; then
-    log "cached: $BASE_IMAGE ($(since "$t_start"))"
+    log "cached: $BASE_IMAGE ($(elapsed "$t_start"))"
     echo "$CONF"
     exit 0
 fi
@@ -158,7 +153,7 @@ EOF
     echo "$STAMP_WANTED" >"$ROOTFS_TAR.stamp"
     rm -rf "$work"
     trap - EXIT
-    log "root filesystem made: $ROOTFS_TAR ($(du -sh "$ROOTFS_TAR" | cut -f1), $(since "$t"))"
+    log "root filesystem made: $ROOTFS_TAR ($(du -sh "$ROOTFS_TAR" | cut -f1), $(elapsed "$t"))"
 fi
 
 t=$(date +%s.%N)
@@ -168,5 +163,5 @@ podman import \
     --change "LABEL org.facepipe.base.stamp=\"$STAMP_WANTED\"" \
     --change "LABEL org.opencontainers.image.description=\"Debian $SUITE minbase (debootstrap from $mirror), stand-in for debian:$SUITE-slim\"" \
     "$ROOTFS_TAR" "$BASE_IMAGE" >/dev/null
-log "imported $BASE_IMAGE ($(since "$t")); total $(since "$t_start")"
+log "imported $BASE_IMAGE ($(elapsed "$t")); total $(elapsed "$t_start")"
 echo "$CONF"

@@ -21,56 +21,19 @@ PROMETHEUS_MODULE_VERSION=v0.316.0 # Prometheus 3.x is published as module versi
 BUILD_TAGS=remove_all_sd,netgo
 COMMANDS=(prometheus promtool)
 
-CACHE=${FACEPIPE_TOOLS_CACHE:-/var/cache/facepipe-tools}
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ROOT=$CACHE/prometheus-$PROMETHEUS_VERSION
 BIN=$ROOT/bin
+STAMP=$BIN/.stamp
 STAMP_WANTED="prometheus=$PROMETHEUS_MODULE_VERSION tags=$BUILD_TAGS commands=${COMMANDS[*]}"
+ANSWER=$BIN
 
-log() { printf '[install-prometheus] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+have_all() { executables_in "$BIN" "${COMMANDS[@]}" && stamp_matches; }
 
-t_start=$(date +%s.%N)
-elapsed() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1fs", b - a }'; }
-
-have_all() {
-    local name
-    for name in "${COMMANDS[@]}"; do
-        [ -x "$BIN/$name" ] || return 1
-    done
-    [ -f "$BIN/.stamp" ] && [ "$(cat "$BIN/.stamp")" = "$STAMP_WANTED" ]
-}
-
-if have_all; then
-    log "cached: $STAMP_WANTED ($(elapsed "$t_start"))"
-    echo "$BIN"
-    exit 0
-fi
-
-command -v go >/dev/null 2>&1 || die "go is not on PATH"
-mkdir -p "$ROOT" 2>/dev/null || die "cannot create $ROOT (set FACEPIPE_TOOLS_CACHE to a writable dir)"
-
-# One build at a time per cache dir; a second caller waits and then finds the binaries.
-exec 9>"$ROOT/.lock"
-flock 9
-if have_all; then
-    log "built meanwhile by another run: $STAMP_WANTED"
-    echo "$BIN"
-    exit 0
-fi
-
-export GOPATH=$ROOT/gopath
-export GOMODCACHE=$ROOT/gomodcache
-export GOCACHE=$ROOT/gocache
-export CGO_ENABLED=0
-# -modcacherw: the module cache stays deletable with rm -rf.
-export GOFLAGS="${GOFLAGS:-} -modcacherw"
-export GOWORK=off
+exit_if_installed "cached: $STAMP_WANTED ($(elapsed "$t_start"))"
 # go install pkg@version needs a toolchain at least as new as the module's go directive; never
-# let it download another one.
-export GOTOOLCHAIN=local
-mkdir -p "$BIN"
-rm -f "$BIN/.stamp"
-log "go: $(go version); cache: $ROOT; GOFLAGS=$GOFLAGS"
+# let it download another one (GOTOOLCHAIN=local).
+go_build_begin local ""
 
 # The same -X flags as the module's .promu.yml, so --version and prometheus_build_info say 3.16.0.
 build_date=$(date -u +%Y%m%d-%H:%M:%S)
@@ -92,6 +55,4 @@ for name in "${COMMANDS[@]}"; do
     log "$name: $("$BIN/$name" --version 2>&1 | head -n1)"
 done
 log "built ${COMMANDS[*]} ($(elapsed "$t0"))"
-echo "$STAMP_WANTED" >"$BIN/.stamp"
-log "done in $(elapsed "$t_start")"
-echo "$BIN"
+finish_install "done in $(elapsed "$t_start")"
