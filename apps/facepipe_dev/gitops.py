@@ -13,12 +13,11 @@ import base64
 import json
 import re
 import subprocess
-import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 
@@ -26,6 +25,7 @@ from facepipe_dev.argocd import NAMESPACE, ArgoCD, ArgoTools, app_state, synced_
 from facepipe_dev.gitserver import Checkout, GitHttpServer, git_env
 from facepipe_dev.helm import find_kubectl
 from facepipe_dev.paths import REPO
+from facepipe_dev.processes import wait_until
 from facepipe_dev.simcluster import FakeNode, SimTools, SimulatedCluster
 
 README = REPO / "argocd" / "README.md"
@@ -33,7 +33,7 @@ PLACEHOLDER_URL = "https://git.example.com/CHANGE-ME/facepipe.git"
 FACEPIPE_NS = "facepipe"
 EDGE_PROJECT = "facepipe-edge"
 APPSET = "face-edge"
-T = TypeVar("T")
+PROBE_INTERVAL = 1.0  # seconds between two looks at the clusters (each look is a few API calls)
 
 # The devices' hardware, as their kubelets would register it (argocd/devices/*/<id>.yaml describe
 # what each device file asks for; these say what the device has).
@@ -52,18 +52,6 @@ DEVICE_NODES: dict[str, FakeNode] = {
     "parking-north": FakeNode("parking-north"),
 }
 CLOUD_NODE = FakeNode("cloud-vm", cpu="4", memory="16Gi")
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float, state: Callable[[], str] = lambda: "", interval: float = 1.0) -> T:
-    """Poll `probe` until it returns something truthy; fail after `timeout` with `state()`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:.0f}s\n{state()}")
-        time.sleep(interval)
 
 
 def device_files(root: Path) -> dict[str, Path]:
@@ -130,7 +118,7 @@ class Fleet:
             value = ((body.get("data") or {}).get("token")) if status == 200 else None
             return base64.b64decode(value).decode() if value else None
 
-        bearer = wait_for(f"{device_id}: token of argocd-manager", token, 60)
+        bearer = wait_until(token, 60, PROBE_INTERVAL, f"{device_id}: token of argocd-manager")
         config = {"bearerToken": bearer, "tlsClientConfig": {"caData": base64.b64encode(device.ca_cert.read_bytes()).decode()}}
         # The README's own Secret, for this device: its name, its API address, its credentials.
         secret = yaml.safe_load(readme_yaml_block("A. A central Argo CD with the devices registered as clusters (push)"))
@@ -208,7 +196,7 @@ class Fleet:
         return set(apps) == expected and all(synced_and_healthy(apps[name], revision) for name in expected)
 
     def wait_settled(self, what: str, revision: str | None = None, timeout: float = 600.0) -> None:
-        wait_for(what, lambda: self.settled(revision), timeout, self.fleet_state)
+        wait_until(lambda: self.settled(revision), timeout, PROBE_INTERVAL, what, self.fleet_state)
 
     def appset_conditions(self) -> dict[str, dict[str, Any]]:
         """type -> condition of the face-edge ApplicationSet."""

@@ -2,8 +2,8 @@
 
 Used by `facepipe run`, the test fixtures and the bench, so that every process started here is
 stopped with terminate + wait (never left as a zombie or an orphan). `poll` is the one wait loop
-of the devkit: `wait_until` fails a test with what it waited for, `wait_progress` waits for a
-counter that may stall.
+of the devkit: `wait_until` fails a test with what it waited for (and the state so far), `wait_progress`
+waits for a counter that may stall.
 """
 
 from __future__ import annotations
@@ -15,23 +15,36 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
+
+T = TypeVar("T")
 
 
-def poll(predicate: Callable[[], object], timeout: float, interval: float = 0.05) -> bool:
-    """Call `predicate` every `interval` seconds until it is truthy (True) or `timeout` passes (its last answer)."""
+def poll(predicate: Callable[[], T], timeout: float, interval: float = 0.05) -> T:
+    """Call `predicate` every `interval` seconds until its answer is truthy or `timeout` passes; return that
+    answer (the last one on timeout)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():
-            return True
+        answer = predicate()
+        if answer:
+            return answer
         time.sleep(interval)
-    return bool(predicate())
+    return predicate()
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 30.0, interval: float = 0.1, what: str = "condition") -> None:
-    """Poll `predicate` until it is truthy; fail (AssertionError) naming `what` on timeout."""
-    if not poll(predicate, timeout, interval):
-        raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+def wait_until(
+    predicate: Callable[[], T | None],
+    timeout: float = 30.0,
+    interval: float = 0.1,
+    what: str = "condition",
+    state: Callable[[], str] | None = None,
+) -> T:
+    """Poll `predicate` until it is truthy and return its answer; fail (AssertionError) naming `what`, and
+    `state()` when given, on timeout."""
+    answer = poll(predicate, timeout, interval)
+    if not answer:
+        raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}" + (f"\n{state()}" if state else ""))
+    return answer
 
 
 def wait_progress(

@@ -12,6 +12,7 @@ import pytest
 
 from facepipe_dev import gitops as f
 from facepipe_dev.argocd import app_state, synced_and_healthy
+from facepipe_dev.processes import wait_until
 
 pytestmark = [pytest.mark.argocd]
 
@@ -53,19 +54,22 @@ def test_a_device_file_without_device_id_is_an_error_on_the_applicationset(boots
         condition = fleet.appset_conditions().get("ErrorOccurred") or {}
         return condition if condition.get("status") == "True" and "deviceId" in condition.get("message", "") else None
 
-    condition = f.wait_for("the ApplicationSet's error naming deviceId", error, 300, fleet.fleet_state)
+    condition = wait_until(error, 300, f.PROBE_INTERVAL, "the ApplicationSet's error naming deviceId", fleet.fleet_state)
     assert 'map has no entry for key "deviceId"' in condition["message"], condition
     assert fleet.appset_conditions()["ParametersGenerated"]["status"] == "False"
     # The root shows it too: Argo CD's health of an ApplicationSet with an error is Degraded.
-    f.wait_for("the root Degraded by its ApplicationSet", lambda: root_health(fleet) == "Degraded", 120, fleet.fleet_state)
+    wait_until(
+        lambda: root_health(fleet) == "Degraded", 120, f.PROBE_INTERVAL, "the root Degraded by its ApplicationSet", fleet.fleet_state
+    )
     time.sleep(SETTLE_SECONDS)
     fleet_unaffected(fleet, before, apps_before, skip="facepipe")
 
     sha = fleet.commit("remove the device file without deviceId", lambda root: (root / NO_ID_FILE).unlink())
-    f.wait_for(
-        "the ApplicationSet's error cleared",
+    wait_until(
         lambda: (fleet.appset_conditions().get("ErrorOccurred") or {}).get("status") == "False",
         300,
+        f.PROBE_INTERVAL,
+        "the ApplicationSet's error cleared",
         fleet.fleet_state,
     )
     fleet.wait_settled("after removing the bad file: every Application Synced and Healthy", sha)
@@ -88,7 +92,7 @@ def test_a_value_the_schema_refuses_is_an_error_on_that_devices_application(boot
         messages = [c.get("message", "") for c in (app.get("status") or {}).get("conditions") or [] if c.get("type") == "ComparisonError"]
         return next((m for m in messages if "accessMode" in m), None)
 
-    message = f.wait_for(f"{app_name}'s error naming the refused field", refused, 300, fleet.fleet_state)
+    message = wait_until(refused, 300, f.PROBE_INTERVAL, f"{app_name}'s error naming the refused field", fleet.fleet_state)
     assert "values don't meet the specifications of the schema" in message, message
     assert "/camera/accessMode" in message and "'devicePlugin'" in message, message
     time.sleep(SETTLE_SECONDS)

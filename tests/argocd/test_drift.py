@@ -15,6 +15,7 @@ import pytest
 
 from facepipe_dev import gitops as f
 from facepipe_dev.argocd import app_state
+from facepipe_dev.processes import wait_until
 
 pytestmark = [pytest.mark.argocd]
 
@@ -33,10 +34,11 @@ def deployment_state(app: dict) -> dict:
 def test_a_deployment_deleted_by_hand_shows_as_drift_and_is_restored_from_git(bootstrapped: f.Fleet) -> None:
     fleet = bootstrapped
     fleet.wait_settled("before the drift: every Application Synced and Healthy", fleet.head())
-    f.wait_for(
-        "the ApplicationSet's rollout over",
+    wait_until(
         lambda: (fleet.appset_conditions().get("RolloutProgressing") or {}).get("status") == "False",
         300,
+        f.PROBE_INTERVAL,
+        "the ApplicationSet's rollout over",
         fleet.fleet_state,
     )
     time.sleep(f.POLL_SECONDS)  # RollingSync may still start a last, redundant sync of the revision
@@ -53,7 +55,7 @@ def test_a_deployment_deleted_by_hand_shows_as_drift_and_is_restored_from_git(bo
         shown = app["status"]["sync"]["status"] == "OutOfSync" and deployment_state(app).get("status") == "OutOfSync"
         return app if shown else None
 
-    app = f.wait_for(f"{app_name} OutOfSync with {DEPLOYMENT} missing", drift_shown, 120, fleet.fleet_state)
+    app = wait_until(drift_shown, 120, f.PROBE_INTERVAL, f"{app_name} OutOfSync with {DEPLOYMENT} missing", fleet.fleet_state)
     assert (deployment_state(app).get("health") or {}).get("status", "Missing") == "Missing", deployment_state(app)
     time.sleep(SETTLE_SECONDS)
     app = fleet.argocd.get("applications", app_name)
@@ -70,13 +72,14 @@ def test_a_deployment_deleted_by_hand_shows_as_drift_and_is_restored_from_git(bo
         deployment = f.deployments(cluster).get(DEPLOYMENT)
         return deployment is not None and deployment["metadata"]["uid"] != old_uid and f.rolled_out(deployment)
 
-    f.wait_for(f"{DEPLOYMENT} on {DEVICE} restored", restored, 300, fleet.fleet_state)
+    wait_until(restored, 300, f.PROBE_INTERVAL, f"{DEPLOYMENT} on {DEVICE} restored", fleet.fleet_state)
     fleet.wait_settled("after the drift: every Application Synced and Healthy", fleet.head())
     # The sync that restored it finishes (its entry in the history) once all its resources are Healthy.
-    app = f.wait_for(
-        f"{app_name}'s restoring sync in its history",
+    app = wait_until(
         lambda: (a := fleet.argocd.get("applications", app_name)) and f.last_history_id(a) > last_sync and a,
         300,
+        f.PROBE_INTERVAL,
+        f"{app_name}'s restoring sync in its history",
         fleet.fleet_state,
     )
     results = {(r["kind"], r["name"]): r for r in app["status"]["operationState"]["syncResult"]["resources"]}

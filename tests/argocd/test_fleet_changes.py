@@ -12,6 +12,7 @@ import yaml
 
 from facepipe_dev import gitops as f
 from facepipe_dev.argocd import app_state, synced_and_healthy
+from facepipe_dev.processes import wait_until
 from facepipe_dev.simcluster import FakeNode
 
 pytestmark = [pytest.mark.argocd]
@@ -84,7 +85,7 @@ def test_changing_one_value_in_one_device_file_rolls_only_that_devices_deploymen
         camera = f.deployments(cluster)["face-edge-camera"]
         return f.container_env(camera, "camera").get("FACEPIPE_SCORE_THRESHOLD") == "0.8" and f.rolled_out(camera)
 
-    f.wait_for(f"{CHANGED_DEVICE}'s camera rolled out with the new threshold", camera_rolled, 300, fleet.fleet_state)
+    wait_until(camera_rolled, 300, f.PROBE_INTERVAL, f"{CHANGED_DEVICE}'s camera rolled out with the new threshold", fleet.fleet_state)
     fleet.wait_settled(f"after the change of {CHANGED_DEVICE}: every Application Synced and Healthy", sha)
     after = fleet.workloads()
     others_untouched(before, after, CHANGED_DEVICE)
@@ -105,14 +106,15 @@ def test_deleting_a_device_file_removes_its_application_and_prunes_the_device(bo
     before = fleet.workloads()
     sha = fleet.commit(f"remove device {NEW_DEVICE}", lambda root: (root / NEW_FILE).unlink())
 
-    f.wait_for(
-        f"face-edge-{NEW_DEVICE} deleted",
+    wait_until(
         lambda: fleet.argocd.get("applications", f"face-edge-{NEW_DEVICE}") is None,
         300,
+        f.PROBE_INTERVAL,
+        f"face-edge-{NEW_DEVICE} deleted",
         fleet.fleet_state,
     )
     assert f.tracked_objects(device) == [], "the finalizer left resources on the device"
-    f.wait_for(f"{NEW_DEVICE}'s pods gone", lambda: not f.pods(device), 120, lambda: str(sorted(f.pods(device))))
+    wait_until(lambda: not f.pods(device), 120, f.PROBE_INTERVAL, f"{NEW_DEVICE}'s pods gone", lambda: str(sorted(f.pods(device))))
     # Then, as the README says, its cluster registration goes (and here its cluster).
     fleet.unregister(NEW_DEVICE)
     fleet.wait_settled(f"after removing {NEW_DEVICE}: the others Synced and Healthy", sha)

@@ -15,6 +15,7 @@ import pytest
 
 from facepipe_dev import gitops as f
 from facepipe_dev.argocd import ArgoCD, app_state, synced_and_healthy
+from facepipe_dev.processes import wait_until
 
 pytestmark = [pytest.mark.argocd]
 
@@ -63,8 +64,12 @@ def test_a_device_moved_to_its_own_argo_cd_follows_its_file_from_there(bootstrap
     others = {d: w for d, w in fleet.workloads().items() if d != device_id}
     central = (fleet.checkout.path / APPSET_FILE).read_text()
     fleet.commit(f"{device_id} runs its own Argo CD", lambda root: (root / APPSET_FILE).write_text(excluded(central)))
-    f.wait_for(f"central {app_name} removed", lambda: fleet.argocd.get("applications", app_name) is None, 300, fleet.fleet_state)
-    f.wait_for(f"{device_id} pruned by the central Argo CD", lambda: not f.tracked_objects(device), 120, fleet.fleet_state)
+    wait_until(
+        lambda: fleet.argocd.get("applications", app_name) is None, 300, f.PROBE_INTERVAL, f"central {app_name} removed", fleet.fleet_state
+    )
+    wait_until(
+        lambda: not f.tracked_objects(device), 120, f.PROBE_INTERVAL, f"{device_id} pruned by the central Argo CD", fleet.fleet_state
+    )
 
     # On the device, the README's commands (the release's manifest for the `stable` URL).
     block = f.readme_block(HEADING, 0, {STABLE_INSTALL_URL: str(device_argocd.install_manifest)})
@@ -79,7 +84,7 @@ def test_a_device_moved_to_its_own_argo_cd_follows_its_file_from_there(bootstrap
     def state() -> str:
         return "\n".join(app_state(a) for a in device_argocd.applications().values()) + "\n" + device_argocd.warnings()
 
-    app = f.wait_for(f"{app_name} Synced and Healthy on the device's own Argo CD", deployed_by_the_device, 600, state)
+    app = wait_until(deployed_by_the_device, 600, f.PROBE_INTERVAL, f"{app_name} Synced and Healthy on the device's own Argo CD", state)
     assert app["spec"]["destination"] == {"server": "https://kubernetes.default.svc", "namespace": f.FACEPIPE_NS}
     camera = f.deployments(device)["face-edge-camera"]
     assert f.container_env(camera, "camera")["FACEPIPE_DEVICE_ID"] == device_id
@@ -96,12 +101,14 @@ def test_a_device_moved_to_its_own_argo_cd_follows_its_file_from_there(bootstrap
         app = device_argocd.get("applications", app_name) or {}
         return f.container_env(camera, "camera").get("FACEPIPE_MAX_FPS") == "5" and synced_and_healthy(app, sha)
 
-    f.wait_for(f"{device_id} at 5 fps from its own Argo CD", followed, 300, state)
+    wait_until(followed, 300, f.PROBE_INTERVAL, f"{device_id} at 5 fps from its own Argo CD", state)
     assert {d: w for d, w in fleet.workloads().items() if d != device_id} == others, "another device changed"
 
     # Back to the central Argo CD: the device's ApplicationSet goes (its Application prunes the
     # device), then the exclude entry.
     fleet.kubectl_run(device.kubeconfig, "-n", "argocd", "delete", "applicationset", "face-edge-device", "--wait=true")
-    f.wait_for(f"{app_name} gone from the device", lambda: device_argocd.get("applications", app_name) is None, 300, state)
+    wait_until(
+        lambda: device_argocd.get("applications", app_name) is None, 300, f.PROBE_INTERVAL, f"{app_name} gone from the device", state
+    )
     sha = fleet.commit(f"{device_id} back to the central Argo CD", lambda root: (root / APPSET_FILE).write_text(central))
     fleet.wait_settled(f"{device_id} back: every Application Synced and Healthy", sha)
