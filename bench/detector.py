@@ -16,6 +16,7 @@ from bench.report import Row, at_least
 from bench.support import DEVICE, WIDER, Context, Profile, camera_setting, one_core, profile_markdown
 from facepipe.camera.detect import DEFAULT_MODELS, Detector, create_detector
 from facepipe.config import BrokerSettings, CameraSettings, CommonSettings, DetectorSettings
+from facepipe.metric_names import CAMERA_FACES_DETECTED, CAMERA_FRAMES, CAMERA_FRAMES_DROPPED
 from facepipe_dev.brokers import MosquittoBroker
 from facepipe_dev.components import ComponentProcess
 from facepipe_dev.detection import evaluate, wider_subset
@@ -123,7 +124,7 @@ def camera_cpu(
     ctx.rss.watch("camera", camera.process.pid)
     try:
         process = psutil.Process(camera.process.pid)
-        if not poll(lambda: camera.metrics().get("facepipe_camera_frames_total", 0) >= 10, 60):
+        if not poll(lambda: camera.metrics().get(CAMERA_FRAMES, 0) >= 10, 60):
             raise RuntimeError(f"camera did not analyse frames:\n{camera.process.log_tail()}")
 
         def snapshot() -> dict[str, float]:
@@ -131,11 +132,11 @@ def camera_cpu(
             metrics = camera.metrics()
             return {
                 "cpu": cpu.user + cpu.system,
-                "analysed": metrics.get("facepipe_camera_frames_total", 0.0),
+                "analysed": metrics.get(CAMERA_FRAMES, 0.0),
                 "skipped": metrics.get('facepipe_camera_frames_skipped_total{reason="no_motion"}', 0.0),
                 "stable": metrics.get('facepipe_camera_frames_skipped_total{reason="stable"}', 0.0),
-                "dropped": metrics.get("facepipe_camera_frames_dropped", 0.0),  # live: replaced before analysis
-                "faces": metrics.get("facepipe_camera_faces_detected_total", 0.0),
+                "dropped": metrics.get(CAMERA_FRAMES_DROPPED, 0.0),  # live: replaced before analysis
+                "faces": metrics.get(CAMERA_FACES_DETECTED, 0.0),
                 "at": time.monotonic(),
             }
 

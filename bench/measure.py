@@ -14,6 +14,7 @@ import psutil
 
 from bench.support import DEVICE, Context
 from facepipe.config import CommonSettings
+from facepipe.metric_names import PROCESSOR_STORED
 from facepipe_dev.components import ComponentProcess, start_ready
 from facepipe_dev.rig import Rig
 from facepipe_dev.store import Store
@@ -58,7 +59,7 @@ def stop_watched(ctx: Context, rig: Rig) -> None:
 
 
 def stored(rig: Rig) -> float:
-    return rig.metric("processor", "facepipe_processor_stored_total")
+    return rig.metric("processor", PROCESSOR_STORED)
 
 
 class Progress:

@@ -31,6 +31,7 @@ from bench.support import DEVICE, Context, Profile, percentile, profile_markdown
 from facepipe import contract
 from facepipe.config import CameraSettings, CommonSettings, DetectorSettings
 from facepipe.contract import parse_timestamp
+from facepipe.metric_names import FORWARDER_FORWARDED, PROCESSOR_STORED
 from facepipe_dev.brokers import MosquittoBroker
 from facepipe_dev.loadgen import CountingSubscriber, Face, LoadGenerator, face_crops
 from facepipe_dev.paths import VIDEO
@@ -141,10 +142,10 @@ def flat_out(ctx: Context, rig: Rig, load: LoadGenerator, count: int, where: str
     """Publish `count` faces flat out; faces/s stored, loss, CPU per face of every process, and the limiting side."""
     qos = rig.local.qos
     before_stored = stored(rig)
-    before_forwarded = rig.metric("forwarder", "facepipe_forwarder_forwarded_total")
+    before_forwarded = rig.metric("forwarder", FORWARDER_FORWARDED)
     progress = Progress(
         {
-            "forwarder": lambda: rig.metric("forwarder", "facepipe_forwarder_forwarded_total") - before_forwarded,
+            "forwarder": lambda: rig.metric("forwarder", FORWARDER_FORWARDED) - before_forwarded,
             "processor": lambda: stored(rig) - before_stored,
         },
         target=count,
@@ -250,7 +251,7 @@ def drain_processor(ctx: Context, crops: Crops, count: int, store_kind: str, pro
         ctx.rss.watch("processor", processor.process.pid)
         spy = Profile(processor.process.pid, profile, 300) if profile is not None else None
         meter = CpuMeter({"processor": processor.process.pid, "cloud broker": broker.pid, **_rgw_pids(store)})
-        wait_progress(lambda: processor.metric("facepipe_processor_stored_total"), count, stall=10, timeout=300)
+        wait_progress(lambda: processor.metric(PROCESSOR_STORED), count, stall=10, timeout=300)
         meter.stop()
         if spy is not None:
             spy.stop()

@@ -24,6 +24,7 @@ from prometheus_client import Counter, Gauge
 
 from facepipe import contract
 from facepipe.config import ForwarderSettings
+from facepipe.metric_names import FORWARDER_FORWARDED, FORWARDER_RECEIVED, FORWARDER_REFUSED
 from facepipe.mqtt import AckTracker, BrokerLink, client_id
 from facepipe.observe import counted
 from facepipe.service import Component
@@ -44,9 +45,9 @@ class Forwarder(Component):
         self.topic = contract.remote_topic(settings.remote.topic, settings.common.device_id)
         self.lock = threading.Lock()
         reg = self.registry
-        self.received = Counter("facepipe_forwarder_received_total", "faces read from the edge broker", registry=reg)
-        self.forwarded = Counter("facepipe_forwarder_forwarded_total", "faces acknowledged by the cloud broker", registry=reg)
-        self.refused = Counter("facepipe_forwarder_refused_total", "faces the cloud broker refused (ACL)", registry=reg)
+        self.received = Counter(FORWARDER_RECEIVED, "faces read from the edge broker", registry=reg)
+        self.forwarded = Counter(FORWARDER_FORWARDED, "faces acknowledged by the cloud broker", registry=reg)
+        self.refused = Counter(FORWARDER_REFUSED, "faces the cloud broker refused (ACL)", registry=reg)
         self.inflight = Gauge("facepipe_forwarder_inflight", "faces sent to the cloud and not yet acknowledged", registry=reg)
         self.spool_dropped = Counter(
             "facepipe_forwarder_spool_dropped_total", "faces dropped from the spool, by reason", ["reason"], registry=reg

@@ -14,6 +14,7 @@ from prometheus_client import Counter
 from facepipe import contract
 from facepipe.config import LoggerSettings
 from facepipe.contract import ContractError, FaceMeta, format_timestamp
+from facepipe.metric_names import LOGGER_DUPLICATES, LOGGER_FACES, LOGGER_LOST
 from facepipe.mqtt import BrokerLink, client_id
 from facepipe.observe import counted
 from facepipe.service import Component
@@ -81,9 +82,9 @@ class FaceLogger(Component):
         super().__init__(settings.common, log)
         self.settings = settings
         self.seqs = SeqTracker(settings.loss_grace_seconds)
-        self.faces = Counter("facepipe_logger_faces_total", "faces seen", ["device"], registry=self.registry)
-        self.lost = Counter("facepipe_logger_lost_total", "faces missing from seq gaps", ["device"], registry=self.registry)
-        self.duplicates = Counter("facepipe_logger_duplicates_total", "faces seen again (redelivery)", ["device"], registry=self.registry)
+        self.faces = Counter(LOGGER_FACES, "faces seen", ["device"], registry=self.registry)
+        self.lost = Counter(LOGGER_LOST, "faces missing from seq gaps", ["device"], registry=self.registry)
+        self.duplicates = Counter(LOGGER_DUPLICATES, "faces seen again (redelivery)", ["device"], registry=self.registry)
         self.malformed = Counter("facepipe_logger_malformed_total", "messages that break the contract", ["reason"], registry=self.registry)
         for counter in (self.faces, self.lost, self.duplicates):  # this device's series exist at 0 from the start
             counter.labels(settings.common.device_id)

@@ -21,6 +21,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from facepipe.config import BrokerSettings
+from facepipe.metric_names import MQTT_CONNECTED, MQTT_CONNECTS
 
 RECONNECT_MIN_SECONDS = 1
 RECONNECT_MAX_SECONDS = 30
@@ -249,8 +250,8 @@ class LinkMetrics:
     """Connection metrics of a component's broker links, labelled by broker."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.connected = Gauge("facepipe_mqtt_connected", "1 while connected to the broker", ["broker"], registry=registry)
-        self.connects = Counter("facepipe_mqtt_connects_total", "successful (re)connections", ["broker"], registry=registry)
+        self.connected = Gauge(MQTT_CONNECTED, "1 while connected to the broker", ["broker"], registry=registry)
+        self.connects = Counter(MQTT_CONNECTS, "successful (re)connections", ["broker"], registry=registry)
         self.disconnects = Counter("facepipe_mqtt_disconnects_total", "lost connections", ["broker"], registry=registry)
         self.server_cert_expiry = Gauge(
             "facepipe_mqtt_server_cert_expiry_timestamp_seconds",

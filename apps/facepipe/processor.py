@@ -30,6 +30,7 @@ from facepipe.budget import ByteBudget
 from facepipe.config import ProcessorSettings
 from facepipe.contract import ContractError, FaceMeta
 from facepipe.fleet import Fleet
+from facepipe.metric_names import PROCESSOR_RECEIVED, PROCESSOR_REJECTED, PROCESSOR_STORE_ERRORS, PROCESSOR_STORE_REFUSED, PROCESSOR_STORED
 from facepipe.mqtt import BrokerLink, client_id
 from facepipe.observe import counted
 from facepipe.service import Component
@@ -77,14 +78,14 @@ class Processor(Component):
         self.store_ok = threading.Event()
         self.stopping = threading.Event()
         reg = self.registry
-        self.received = Counter("facepipe_processor_received_total", "messages received", registry=reg)
-        self.stored = Counter("facepipe_processor_stored_total", "faces stored", registry=reg)
-        self.rejected = Counter("facepipe_processor_rejected_total", "messages rejected, by reason", ["reason"], registry=reg)
+        self.received = Counter(PROCESSOR_RECEIVED, "messages received", registry=reg)
+        self.stored = Counter(PROCESSOR_STORED, "faces stored", registry=reg)
+        self.rejected = Counter(PROCESSOR_REJECTED, "messages rejected, by reason", ["reason"], registry=reg)
         for reason in contract.REJECTION_REASONS:  # at 0 from the start, so the first burst shows in rate()
             self.rejected.labels(reason)
-        self.store_errors = Counter("facepipe_processor_store_errors_total", "failed store attempts (retried)", registry=reg)
+        self.store_errors = Counter(PROCESSOR_STORE_ERRORS, "failed store attempts (retried)", registry=reg)
         self.store_refused = Counter(
-            "facepipe_processor_store_refused_total",
+            PROCESSOR_STORE_REFUSED,
             "store calls refused as configured (encryption, access, bucket), by reason: fix the configuration",
             ["reason"],
             registry=reg,

@@ -25,6 +25,7 @@ from typing import Any
 from facepipe import config
 from facepipe.config import RunSettings
 from facepipe.gallery.auth import hash_password
+from facepipe.metric_names import CAMERA_FACES_PUBLISHED, CAMERA_FRAMES, PROCESSOR_REJECTED, PROCESSOR_STORED
 from facepipe_dev.components import ComponentProcess, start_ready
 from facepipe_dev.processes import free_port, wait_progress
 from facepipe_dev.rig import Rig, Uplink
@@ -72,7 +73,7 @@ def add_gallery(settings: RunSettings, rig: Rig) -> tuple[ComponentProcess, Gall
 
 def _stored_and_rejected(rig: Rig) -> float:
     processor = rig["processor"].metrics()
-    return processor.get("facepipe_processor_stored_total", 0.0) + processor.get("facepipe_processor_rejected_total", 0.0)
+    return processor.get(PROCESSOR_STORED, 0.0) + processor.get(PROCESSOR_REJECTED, 0.0)
 
 
 def _wait_stored(rig: Rig, published: int, settings: RunSettings, log: logging.Logger) -> None:
@@ -103,9 +104,9 @@ class Progress:
     def report(self) -> None:
         camera = self.rig["camera"].metrics()
         if camera:
-            self.frames = int(camera.get("facepipe_camera_frames_total", self.frames))
-            self.published = int(camera.get("facepipe_camera_faces_published_total", self.published))
-        stored = int(self.rig["processor"].metrics().get("facepipe_processor_stored_total", 0))
+            self.frames = int(camera.get(CAMERA_FRAMES, self.frames))
+            self.published = int(camera.get(CAMERA_FACES_PUBLISHED, self.published))
+        stored = int(self.rig["processor"].metrics().get(PROCESSOR_STORED, 0))
         self.log.info("run.progress", extra={"frames": self.frames, "published": self.published, "stored": stored})
 
 

@@ -20,6 +20,7 @@ from playwright.sync_api import expect
 from facepipe import contract
 from facepipe.config import BrokerSettings, CommonSettings, ProcessorSettings
 from facepipe.contract import Capture, FaceMeta, Status
+from facepipe.metric_names import PROCESSOR_STORED
 from facepipe.probe import synthetic_face
 from facepipe_dev.brokers import MosquittoBroker
 from facepipe_dev.components import ComponentProcess
@@ -67,7 +68,7 @@ class Stack:
             load.wait_sent(count)
         load.stop()
         self.published += count
-        wait_until(lambda: self.processor.metrics().get("facepipe_processor_stored_total", 0) >= self.published, what="faces stored")
+        wait_until(lambda: self.processor.metrics().get(PROCESSOR_STORED, 0) >= self.published, what="faces stored")
         return load
 
     def store_earlier(self, device: str, moments: list[datetime], camera: str = "cam0") -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from facepipe import contract
 from facepipe_dev import helm as h
+from facepipe.metric_names import FORWARDER_FORWARDED, PROCESSOR_STORED
 
 EDGE = [p for p in h.profile_ids("face-edge")]
 CLOUD = [p for p in h.profile_ids("face-cloud")]
@@ -257,7 +258,7 @@ def test_edge_helm_test_proves_forwarding(helm: h.Helm, render_cache: h.RenderCa
     svc = h.find(docs, "Service", "forwarder")
     port = svc["spec"]["ports"][0]["port"]
     assert env_value(probe, "FACEPIPE_PROBE_METRICS_URL") == f"http://{svc['metadata']['name']}:{port}/metrics"
-    assert env_value(probe, "FACEPIPE_PROBE_METRIC") == "facepipe_forwarder_forwarded_total"
+    assert env_value(probe, "FACEPIPE_PROBE_METRIC") == FORWARDER_FORWARDED
     assert env_value(probe, "LOCAL_MQTT_TOPIC") == values["mqtt"]["topic"]
 
 
@@ -429,7 +430,7 @@ def test_cloud_helm_test_publishes_as_the_probe_device(helm: h.Helm, render_cach
     assert env_value(probe, "LOCAL_MQTT_TOPIC") == f"{values['topic']}/{user}"
     assert env_value(probe, "LOCAL_MQTT_USERNAME") == user
     assert h.env_item(probe, "LOCAL_MQTT_PASSWORD")["valueFrom"]["secretKeyRef"]["key"] == user
-    assert env_value(probe, "FACEPIPE_PROBE_METRIC") == "facepipe_processor_stored_total"
+    assert env_value(probe, "FACEPIPE_PROBE_METRIC") == PROCESSOR_STORED
     users = next((d for d in h.by_kind(docs, "Secret") if d["metadata"]["name"].endswith("-broker-users")), None)
     if users is not None:
         assert user in users["data"] and values["broker"]["auth"]["processor"]["username"] in users["data"]

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from facepipe.contract import FaceMeta
+from facepipe.metric_names import PROCESSOR_STORED
 from facepipe_dev import podman as support
 from facepipe_dev.processes import free_port, port_open, wait_until
 
@@ -139,7 +140,7 @@ def test_pipeline_in_containers(
     metrics_url = f"http://127.0.0.1:{http_ports['processor']}/metrics"
     try:
         wait_until(
-            lambda: support.metric_value(support.http_text(metrics_url), "facepipe_processor_stored_total") >= published,
+            lambda: support.metric_value(support.http_text(metrics_url), PROCESSOR_STORED) >= published,
             120,
             interval=0.25,
             what="every face stored",

@@ -17,6 +17,7 @@ from paho.mqtt.properties import Properties
 from facepipe import contract, imaging
 from facepipe.config import BrokerSettings, CommonSettings, ProcessorSettings, StoreSettings
 from facepipe.contract import PNG, FaceMeta
+from facepipe.metric_names import PROCESSOR_REJECTED, PROCESSOR_STORED
 from facepipe.probe import synthetic_face
 from facepipe_dev.brokers import MosquittoBroker
 from facepipe_dev.components import ComponentProcess
@@ -96,16 +97,16 @@ def test_bad_payloads_are_rejected_counted_and_logged(tmp_path: Path, cloud_brok
         client = TestClient(cloud_broker.host, cloud_broker.port)
         for _reason, payload, properties in bad_cases:
             client.publish("cam_bin_remote/edge-1", payload, properties)
-        wait_until(lambda: processor.metrics().get("facepipe_processor_rejected_total", 0) == len(bad_cases), what="all rejections")
+        wait_until(lambda: processor.metrics().get(PROCESSOR_REJECTED, 0) == len(bad_cases), what="all rejections")
         metrics = processor.metrics()
         for reason in {r for r, _, _ in bad_cases}:
             expected = sum(1 for r, _, _ in bad_cases if r == reason)
             assert metrics.get(f'facepipe_processor_rejected_total{{reason="{reason}"}}') == expected, reason
-        assert metrics.get("facepipe_processor_stored_total") == 0
+        assert metrics.get(PROCESSOR_STORED) == 0
         assert not list(store.rglob("*.png"))
 
         client.publish("cam_bin_remote/edge-1", good, props(seq=1))
-        wait_until(lambda: processor.metrics().get("facepipe_processor_stored_total") == 1, what="the valid face")
+        wait_until(lambda: processor.metrics().get(PROCESSOR_STORED) == 1, what="the valid face")
         stored = list(store.rglob("*.png"))
         assert len(stored) == 1 and stored[0].read_bytes() == good
         client.close()
@@ -135,8 +136,8 @@ def test_faces_whose_topic_does_not_prove_their_device_are_refused(tmp_path: Pat
             client.publish(topic, good, properties)
         client.publish("cam_bin_remote", good, None)
         client.close()
-        wait_until(lambda: processor.metrics().get("facepipe_processor_rejected_total", 0) == len(cases), what="the refusals")
-        wait_until(lambda: processor.metrics().get("facepipe_processor_stored_total") == 1, what="the bare face")
+        wait_until(lambda: processor.metrics().get(PROCESSOR_REJECTED, 0) == len(cases), what="the refusals")
+        wait_until(lambda: processor.metrics().get(PROCESSOR_STORED) == 1, what="the bare face")
         metrics = processor.metrics()
         assert metrics.get('facepipe_processor_rejected_total{reason="device_mismatch"}') == 1
         assert metrics.get('facepipe_processor_rejected_total{reason="reserved_device"}') == 3
@@ -162,7 +163,7 @@ def test_a_face_carrying_extra_chunks_is_stored_as_its_image_alone(tmp_path: Pat
         client = TestClient(cloud_broker.host, cloud_broker.port)
         client.publish("cam_bin_remote/edge-1", stuffed, props(face_size=64))
         client.close()
-        wait_until(lambda: processor.metrics().get("facepipe_processor_stored_total") == 1, what="the stuffed face")
+        wait_until(lambda: processor.metrics().get(PROCESSOR_STORED) == 1, what="the stuffed face")
         (stored,) = (tmp_path / "faces").rglob("*.png")
         assert stored.read_bytes() == face, f"stored {stored.stat().st_size} bytes for a {len(face)}-byte image"
     finally:
@@ -181,7 +182,7 @@ def test_a_plain_mqtt311_publisher_is_stored_by_arrival_time_and_hash(tmp_path: 
         legacy.publish("cam_bin_remote/legacy-cam", face, qos=1).wait_for_publish(10)
         legacy.disconnect()
         legacy.loop_stop()
-        wait_until(lambda: processor.metrics().get("facepipe_processor_stored_total") == 1, what="the legacy face")
+        wait_until(lambda: processor.metrics().get(PROCESSOR_STORED) == 1, what="the legacy face")
         (stored,) = store.rglob("*.png")
         assert stored.relative_to(store).parts[0] == "legacy-cam"
         assert stored.name.endswith(f"_sha256-{hashlib.sha256(face).hexdigest()}.png")

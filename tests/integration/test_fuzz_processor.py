@@ -70,6 +70,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from facepipe import contract, imaging
 from facepipe.config import BrokerSettings, CommonSettings, ProcessorSettings, StoreSettings
 from facepipe.contract import JPEG, PNG, ContractError, FaceMeta
+from facepipe.metric_names import FORWARDER_RECEIVED, PROCESSOR_RECEIVED, PROCESSOR_REJECTED, PROCESSOR_STORE_ERRORS, PROCESSOR_STORED
 from facepipe.probe import synthetic_face
 from facepipe.processor import StoredFace, prepare
 from facepipe_dev.brokers import MosquittoBroker
@@ -923,27 +924,27 @@ def run_processor_fuzz(profile: str, tmp_path: Path, broker: MosquittoBroker, re
                         expected[exc.reason] += 1
         delivered = fates["acked"]
         wait_until(
-            lambda: processor.metrics().get("facepipe_processor_received_total", 0) >= delivered,
+            lambda: processor.metrics().get(PROCESSOR_RECEIVED, 0) >= delivered,
             timeout=120, what=f"the processor to receive {delivered} fuzz cases",
         )  # fmt: skip
         wait_until(
-            lambda: (lambda m: m.get("facepipe_processor_rejected_total", 0) + m.get("facepipe_processor_stored_total", 0))(
+            lambda: (lambda m: m.get(PROCESSOR_REJECTED, 0) + m.get(PROCESSOR_STORED, 0))(
                 processor.metrics()
             ) >= delivered,
             timeout=120, what="every fuzz case handled",
         )  # fmt: skip
         metrics = processor.metrics()
         assert processor.process.running()
-        received = metrics.get("facepipe_processor_received_total", 0)
-        stored = metrics.get("facepipe_processor_stored_total", 0)
-        rejected = metrics.get("facepipe_processor_rejected_total", 0)
+        received = metrics.get(PROCESSOR_RECEIVED, 0)
+        stored = metrics.get(PROCESSOR_STORED, 0)
+        rejected = metrics.get(PROCESSOR_REJECTED, 0)
         assert received == delivered == rejected + stored
         assert stored == expected["stored"]
         by_reason = {r: metrics.get(f'facepipe_processor_rejected_total{{reason="{r}"}}', 0) for r in KNOWN_REASONS}
         assert {r: n for r, n in by_reason.items() if n} == {r: n for r, n in expected.items() if r != "stored"}
         # Not asserted to be 0 while test_concurrent_duplicates_of_one_face_neither_fail_nor_tear is open: hypothesis
         # draws many cases with identical metadata (one key), and DirectoryStore's workers then collide.
-        store_errors = metrics.get("facepipe_processor_store_errors_total", 0)
+        store_errors = metrics.get(PROCESSOR_STORE_ERRORS, 0)
 
         # A valid face right after the storm is stored.
         good = synthetic_face(80)
@@ -951,7 +952,7 @@ def run_processor_fuzz(profile: str, tmp_path: Path, broker: MosquittoBroker, re
         client = TestClient(broker.host, broker.port)
         client.publish(f"{BASE}/edge-after", good, meta.to_properties())
         client.close()
-        wait_until(lambda: processor.metrics().get("facepipe_processor_stored_total", 0) == stored + 1, what="the valid face after")
+        wait_until(lambda: processor.metrics().get(PROCESSOR_STORED, 0) == stored + 1, what="the valid face after")
         path = tmp_path / "faces" / contract.object_key("", meta)
         assert path.read_bytes() == good
         peak = peak_rss_of(processor.process.pid)
@@ -1052,7 +1053,7 @@ def test_a_burst_of_png_bombs_keeps_the_processor_within_its_memory_bound(
     try:
         warm_up = [(f"{BASE}/edge-ok", synthetic_face(96), bomb_props("edge-ok", 1000 + i, 96)) for i in range(2)]
         publish_concurrently(cloud_broker, warm_up, clients=1)
-        wait_until(lambda: processor.metrics().get("facepipe_processor_stored_total") == 2, what="the warm-up faces")
+        wait_until(lambda: processor.metrics().get(PROCESSOR_STORED) == 2, what="the warm-up faces")
         if not reset_peak(pid):
             pytest.skip(f"/proc/{pid}/clear_refs is not writable: cannot measure the processor's peak memory")
         warm = rss_bytes(pid)
@@ -1061,7 +1062,7 @@ def test_a_burst_of_png_bombs_keeps_the_processor_within_its_memory_bound(
         publish_concurrently(cloud_broker, messages)
         total = len(messages) + len(warm_up)
         wait_until(
-            lambda: (lambda m: m.get("facepipe_processor_rejected_total", 0) + m.get("facepipe_processor_stored_total", 0))(
+            lambda: (lambda m: m.get(PROCESSOR_REJECTED, 0) + m.get(PROCESSOR_STORED, 0))(
                 processor.metrics()
             ) >= total,
             timeout=300, what="every message of the burst handled",
@@ -1071,7 +1072,7 @@ def test_a_burst_of_png_bombs_keeps_the_processor_within_its_memory_bound(
         metrics = processor.metrics()
         assert processor.process.running()
         outcomes = {r: metrics.get(f'facepipe_processor_rejected_total{{reason="{r}"}}', 0) for r in KNOWN_REASONS}
-        outcomes["stored"] = metrics.get("facepipe_processor_stored_total", 0) - len(warm_up)
+        outcomes["stored"] = metrics.get(PROCESSOR_STORED, 0) - len(warm_up)
         assert {r: n for r, n in outcomes.items() if n} == dict(expected)
         stored = sorted((tmp_path / "faces" / "edge-ok").rglob("*.png"))
         assert len(stored) == expected["stored"] + len(warm_up)
@@ -1106,11 +1107,11 @@ def test_a_u_feff_property_does_not_wedge_the_processor(tmp_path: Path, cloud_br
         client.publish(f"{BASE}/edge-1", synthetic_face(80), after.to_properties())
         client.close()
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and processor.metrics().get("facepipe_processor_received_total", 0) < 2:
+        while time.monotonic() < deadline and processor.metrics().get(PROCESSOR_RECEIVED, 0) < 2:
             time.sleep(0.2)
         metrics = processor.metrics()
         outcome = {
-            "received": metrics.get("facepipe_processor_received_total", 0),
+            "received": metrics.get(PROCESSOR_RECEIVED, 0),
             "disconnects": metrics.get('facepipe_mqtt_disconnects_total{broker="cloud"}', 0),
             "face after it stored": (tmp_path / "faces" / contract.object_key("", after)).exists(),
         }
@@ -1141,7 +1142,7 @@ def test_a_u_feff_property_does_not_wedge_the_forwarder(tmp_path: Path, broker_f
         arrived = watcher.wait_for(2, timeout=5)
         metrics = forwarder.metrics()
         outcome = {
-            "read from the edge": metrics.get("facepipe_forwarder_received_total", 0),
+            "read from the edge": metrics.get(FORWARDER_RECEIVED, 0),
             "reached the cloud": len(arrived),
             "edge disconnects": metrics.get('facepipe_mqtt_disconnects_total{broker="edge"}', 0),
         }
@@ -1277,15 +1278,15 @@ def test_invalid_utf8_on_the_wire_drops_the_client_and_spares_the_processor(tmp_
             assert all(len(body) > 2 and body[2] >= 0x80 for body in pubacks), f"{what}: acknowledged as accepted ({packets})"
         time.sleep(0.5)
         metrics = processor.metrics()
-        assert metrics.get("facepipe_processor_received_total", 0) == 0, "a malformed packet reached the processor"
+        assert metrics.get(PROCESSOR_RECEIVED, 0) == 0, "a malformed packet reached the processor"
         assert processor.process.running()
 
         # The same hand-made packet, well-formed, is taken and stored: the builder is right, the processor fine.
         packets, closed = publish_raw(cloud_broker.host, cloud_broker.port, raw_publish(topic, face, good_props), b"raw-good")
         pubacks = [body for kind, body in packets if kind == 4]
         assert pubacks and (len(pubacks[0]) == 2 or pubacks[0][2] < 0x80), packets
-        wait_until(lambda: processor.metrics().get("facepipe_processor_stored_total") == 1, what="the well-formed raw face")
-        assert processor.metrics().get("facepipe_processor_received_total") == 1
+        wait_until(lambda: processor.metrics().get(PROCESSOR_STORED) == 1, what="the well-formed raw face")
+        assert processor.metrics().get(PROCESSOR_RECEIVED) == 1
         assert (tmp_path / "faces" / contract.object_key("", meta)).read_bytes() == face
     finally:
         processor.stop()

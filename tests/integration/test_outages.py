@@ -33,6 +33,18 @@ from typing import Any
 import pytest
 
 from facepipe.config import CameraSettings, DetectorSettings
+from facepipe.metric_names import (
+    CAMERA_FACES_PUBLISHED,
+    FORWARDER_FORWARDED,
+    FORWARDER_RECEIVED,
+    LOGGER_DUPLICATES,
+    LOGGER_FACES,
+    LOGGER_LOST,
+    MQTT_CONNECTS,
+    PROCESSOR_RECEIVED,
+    PROCESSOR_STORE_ERRORS,
+    PROCESSOR_STORED,
+)
 from facepipe_dev.brokers import MosquittoBroker
 from facepipe_dev.components import ComponentProcess, start_ready
 from facepipe_dev.loadgen import LoadGenerator
@@ -92,7 +104,7 @@ def rig(tmp_path: Path, edge_broker: MosquittoBroker, cloud_broker: MosquittoBro
 
 
 def stored_total(processor: ComponentProcess) -> float:
-    return processor.metric("facepipe_processor_stored_total")
+    return processor.metric(PROCESSOR_STORED)
 
 
 def stored_events(processor: ComponentProcess) -> int:
@@ -123,10 +135,10 @@ def wait_accounted(
         if result.objects != last_objects:
             progress_at, last_objects = time.monotonic(), result.objects
         time.sleep(0.25)
-    quiet_since, last = time.monotonic(), processor.metric("facepipe_processor_received_total")
+    quiet_since, last = time.monotonic(), processor.metric(PROCESSOR_RECEIVED)
     while time.monotonic() - quiet_since < 1.5 and time.monotonic() < deadline + 10:
         time.sleep(0.25)
-        now = processor.metric("facepipe_processor_received_total")
+        now = processor.metric(PROCESSOR_RECEIVED)
         if now != last:
             quiet_since, last = time.monotonic(), now
     return account(sent, keys(), stream, processor_stored_total=stored_events(processor))
@@ -215,7 +227,7 @@ def test_forwarder_sigkill_every_face_stored_once(rig: Rig) -> None:
     their own objects (redeliveries), never adding one.
     """
     processor, forwarder = rig.pipeline()
-    load = lead_in(rig, lambda: forwarder.metric("facepipe_forwarder_forwarded_total") > 0, "faces forwarded before the kill")
+    load = lead_in(rig, lambda: forwarder.metric(FORWARDER_FORWARDED) > 0, "faces forwarded before the kill")
 
     killed_at, restarted_at = outage_window(forwarder.kill, 3.0, lambda: forwarder.start().wait_ready())
 
@@ -226,12 +238,12 @@ def test_forwarder_sigkill_every_face_stored_once(rig: Rig) -> None:
         "forwarder SIGKILL",
         result,
         sent_while_dead=while_dead,
-        received_after_restart=forwarder.metric("facepipe_forwarder_received_total"),
+        received_after_restart=forwarder.metric(FORWARDER_RECEIVED),
     )
     assert while_dead > 0
     assert len(sessions) == 2, f"the forwarder connected twice with the same client id: {sessions}"
     assert all("c0" in line for line in sessions), f"clean start off (persistent session): {sessions}"
-    assert forwarder.metric("facepipe_forwarder_received_total") >= while_dead, "the queued faces reached the new forwarder"
+    assert forwarder.metric(FORWARDER_RECEIVED) >= while_dead, "the queued faces reached the new forwarder"
     assert_exactly_once(result)
     assert result.unexpected == 0
 
@@ -281,7 +293,7 @@ def test_s3_down_every_face_stored_once(rig: Rig, rgw: RadosGateway, s3_bucket: 
 
     result = tail_accounted(load, keys, processor)
     during = sent_between(load, down_at, up_at)
-    errors = processor.metric("facepipe_processor_store_errors_total")
+    errors = processor.metric(PROCESSOR_STORE_ERRORS)
     report(f"S3 down {outage:g}s", result, sent_during_outage=during, store_errors=errors)
     assert during >= RATE * outage * 0.8
     assert errors > 0, "the processor saw the outage (failed store attempts, retried)"
@@ -362,7 +374,7 @@ def test_edge_broker_restart_camera_and_logger_resume(rig: Rig, long_clip: Path,
     assert store_dir is not None
     processor, forwarder, logger = start_ready(rig.processor(), rig.forwarder(), rig.logger())
     camera_settings, camera = start_camera(rig, model_dir, long_clip, qos=camera_qos, realtime=True)
-    wait_until(lambda: logger.metric("facepipe_logger_faces_total") >= 20, timeout=30, what="faces flowing before the restart")
+    wait_until(lambda: logger.metric(LOGGER_FACES) >= 20, timeout=30, what="faces flowing before the restart")
 
     rig.edge_broker.stop()
     stopped_at = time.time()
@@ -370,7 +382,7 @@ def test_edge_broker_restart_camera_and_logger_resume(rig: Rig, long_clip: Path,
     rig.edge_broker.start()
     started_at = time.time()
     for component in (camera, logger):  # one broker link each (labelled "edge" and "local")
-        wait_until(lambda c=component: c.metric("facepipe_mqtt_connects_total") >= 2, timeout=30, what=f"{component.name} reconnected")
+        wait_until(lambda c=component: c.metric(MQTT_CONNECTS) >= 2, timeout=30, what=f"{component.name} reconnected")
     wait_until(lambda: forwarder.metric('facepipe_mqtt_connects_total{broker="edge"}') >= 2, timeout=30, what="forwarder reconnected")
     camera_dropped_metric = camera.metric('facepipe_camera_faces_dropped_total{reason="broker_unavailable"}')
     wait_until(lambda: not camera.process.running(), timeout=90, what="the camera to finish the clip")
@@ -379,13 +391,13 @@ def test_edge_broker_restart_camera_and_logger_resume(rig: Rig, long_clip: Path,
 
     def logger_total() -> float:
         m = logger.metrics()
-        return m.get("facepipe_logger_faces_total", 0) + m.get("facepipe_logger_lost_total", 0)
+        return m.get(LOGGER_FACES, 0) + m.get(LOGGER_LOST, 0)
 
     poll(lambda: logger_total() >= seqs, timeout=15)  # the logger sees the last face (asserted below)
     logger_metrics = logger.metrics()
-    logger_seen = int(logger_metrics.get("facepipe_logger_faces_total", 0))
-    logger_lost = int(logger_metrics.get("facepipe_logger_lost_total", 0))
-    logger_dups = int(logger_metrics.get("facepipe_logger_duplicates_total", 0))
+    logger_seen = int(logger_metrics.get(LOGGER_FACES, 0))
+    logger_lost = int(logger_metrics.get(LOGGER_LOST, 0))
+    logger_dups = int(logger_metrics.get(LOGGER_DUPLICATES, 0))
     logger.stop()
 
     dropped_events = _log_events(camera.process.log_path, "face.dropped")
@@ -460,7 +472,7 @@ def test_camera_sigterm_waits_for_its_acknowledgements(rig: Rig, test_video: Pat
     """
     processor, _forwarder = rig.pipeline()
     camera_settings, camera = start_camera(rig, model_dir, test_video, loop=True)  # flat out: a steady stream of faces
-    wait_until(lambda: camera.metric("facepipe_camera_faces_published_total") >= 50, timeout=30, what="faces published")
+    wait_until(lambda: camera.metric(CAMERA_FACES_PUBLISHED) >= 50, timeout=30, what="faces published")
     broker = rig.edge_broker.process
     assert broker is not None
     try:
@@ -495,14 +507,14 @@ def test_camera_reconnect_keeps_order_so_logger_counts_no_false_loss(rig: Rig, l
     """
     processor, forwarder, logger = start_ready(rig.processor(), rig.forwarder(), rig.logger())
     camera_settings, camera = start_camera(rig, model_dir, long_clip, realtime=True)
-    wait_until(lambda: logger.metric("facepipe_logger_faces_total") >= 20, timeout=30, what="faces flowing")
+    wait_until(lambda: logger.metric(LOGGER_FACES) >= 20, timeout=30, what="faces flowing")
 
     rig.edge_broker.stop()
     time.sleep(2.0)  # the camera keeps its faces (QoS 1 backlog)
     camera.process.signal(signal.SIGSTOP)
     try:
         rig.edge_broker.start()
-        wait_until(lambda: logger.metric("facepipe_mqtt_connects_total") >= 2, timeout=30, what="logger reconnected")
+        wait_until(lambda: logger.metric(MQTT_CONNECTS) >= 2, timeout=30, what="logger reconnected")
         wait_until(lambda: forwarder.metric('facepipe_mqtt_connects_total{broker="edge"}') >= 2, timeout=30, what="forwarder reconnected")
         broker = rig.edge_broker.process
         assert broker is not None
@@ -516,10 +528,10 @@ def test_camera_reconnect_keeps_order_so_logger_counts_no_false_loss(rig: Rig, l
         camera.process.signal(signal.SIGCONT)
     wait_until(lambda: not camera.process.running(), timeout=90, what="the camera to finish the clip")
     summary, seqs, stream = camera_seqs(camera, camera_settings.camera_id)
-    poll(lambda: logger.metric("facepipe_logger_faces_total") + logger.metric("facepipe_logger_lost_total") >= seqs, timeout=15)
+    poll(lambda: logger.metric(LOGGER_FACES) + logger.metric(LOGGER_LOST) >= seqs, timeout=15)
     m = logger.metrics()
-    logger_seen, logger_lost = int(m.get("facepipe_logger_faces_total", 0)), int(m.get("facepipe_logger_lost_total", 0))
-    logger_dups = int(m.get("facepipe_logger_duplicates_total", 0))
+    logger_seen, logger_lost = int(m.get(LOGGER_FACES, 0)), int(m.get(LOGGER_LOST, 0))
+    logger_dups = int(m.get(LOGGER_DUPLICATES, 0))
     result = wait_accounted(rig.store.keys, list(range(seqs)), stream, processor, timeout=60)
     report(
         "camera reconnect order", result, camera_published=summary["published"], camera_dropped=summary["dropped"],

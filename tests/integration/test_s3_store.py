@@ -17,6 +17,7 @@ from pathlib import Path
 from facepipe import contract
 from facepipe.config import BrokerSettings, CommonSettings, ProcessorSettings
 from facepipe.contract import FaceMeta
+from facepipe.metric_names import PROCESSOR_RECEIVED, PROCESSOR_STORE_REFUSED, PROCESSOR_STORED
 from facepipe.probe import synthetic_face
 from facepipe.storage.s3 import CHECK_KEY
 from facepipe_dev.brokers import MosquittoBroker
@@ -59,8 +60,8 @@ def test_an_encryption_the_store_refuses_is_a_clear_counted_error_and_loses_noth
             client.publish(f"{BASE}/edge-1", synthetic_face(96), meta.to_properties())
         client.close()
         assert refused.process.running() and not refused.is_ready()
-        assert refused.metrics().get("facepipe_processor_stored_total", 0) == 0
-        assert refused.metrics().get("facepipe_processor_received_total", 0) == 0, "nothing taken from the broker"
+        assert refused.metrics().get(PROCESSOR_STORED, 0) == 0
+        assert refused.metrics().get(PROCESSOR_RECEIVED, 0) == 0, "nothing taken from the broker"
         lines = [json.loads(line) for line in refused.process.log_path.read_text().splitlines() if '"store.refused"' in line]
         assert lines and lines[0]["reason"] == "encryption"
         assert "InvalidRequest" in lines[0]["error"] and "FACEPIPE_S3_SSE=none" in lines[0]["error"], lines[0]
@@ -72,7 +73,7 @@ def test_an_encryption_the_store_refuses_is_a_clear_counted_error_and_loses_noth
     # Fixed: the faces that waited in the processor's session at the broker are all stored.
     fixed = ComponentProcess("processor", good, tmp_path / "fixed", extra_env=rgw.env()).start().wait_ready()
     try:
-        wait_until(lambda: fixed.metrics().get("facepipe_processor_stored_total", 0) == len(metas), what="the waiting faces stored")
+        wait_until(lambda: fixed.metrics().get(PROCESSOR_STORED, 0) == len(metas), what="the waiting faces stored")
     finally:
         fixed.stop()
     assert sorted(s3_keys(s3, s3_bucket, "faces/edge-1/")) == sorted(contract.object_key("faces", m) for m in metas)
@@ -116,8 +117,8 @@ def test_the_processor_needs_only_put_object_and_retention_is_a_separate_step(
         for _ in range(2):  # a redelivery: the same key twice
             client.publish(f"{BASE}/edge-1", synthetic_face(96), meta.to_properties())
         client.close()
-        wait_until(lambda: processor.metrics().get("facepipe_processor_stored_total", 0) == 2, what="both copies stored")
-        assert processor.metrics().get("facepipe_processor_store_refused_total", 0) == 0
+        wait_until(lambda: processor.metrics().get(PROCESSOR_STORED, 0) == 2, what="both copies stored")
+        assert processor.metrics().get(PROCESSOR_STORE_REFUSED, 0) == 0
     finally:
         processor.stop()
     key = contract.object_key("faces", meta)

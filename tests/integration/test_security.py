@@ -25,6 +25,14 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from facepipe.config import BrokerSettings, CommonSettings
 from facepipe.contract import FaceMeta
+from facepipe.metric_names import (
+    FORWARDER_FORWARDED,
+    FORWARDER_REFUSED,
+    MQTT_CONNECTED,
+    PROCESSOR_RECEIVED,
+    PROCESSOR_REJECTED,
+    PROCESSOR_STORED,
+)
 from facepipe.probe import synthetic_face
 from facepipe_dev.brokerauth import CloudAuth, mosquitto_passwd_available
 from facepipe_dev.brokers import MosquittoBroker, secured
@@ -242,7 +250,7 @@ def test_a_processor_trusting_another_ca_never_connects(tmp_path: Path, cloud: M
     settings = replace(remote_settings(cloud, pki, PROCESSOR, client_id="processor-wrong-ca"), ca_file=str(foreign_pki.ca_file))
     processor = start_processor(tmp_path, settings, wait=False)
     try:
-        wait_until(lambda: "facepipe_mqtt_connected" in str(processor.metrics()), timeout=30, what="the processor's metrics")
+        wait_until(lambda: MQTT_CONNECTED in str(processor.metrics()), timeout=30, what="the processor's metrics")
         time.sleep(2.0)
         assert processor.process.running()
         assert not processor.is_ready()
@@ -333,12 +341,12 @@ def test_a_device_publishing_under_another_devices_topic_does_not_reach_the_proc
         assert reason.value == NOT_AUTHORIZED, reason
         good = synthetic_face(96)
         assert not device_a.publish(f"{BASE}/edge-a", good, face_props("edge-a", seq=1)).is_failure
-        wait_until(lambda: processor.metrics().get("facepipe_processor_stored_total") == 1, what="edge-a's face stored")
+        wait_until(lambda: processor.metrics().get(PROCESSOR_STORED) == 1, what="edge-a's face stored")
         time.sleep(1.0)  # room for anything else to (wrongly) arrive
         metrics = processor.metrics()
-        assert metrics.get("facepipe_processor_received_total") == 1
-        assert metrics.get("facepipe_processor_stored_total") == 1
-        assert metrics.get("facepipe_processor_rejected_total", 0) == 0
+        assert metrics.get(PROCESSOR_RECEIVED) == 1
+        assert metrics.get(PROCESSOR_STORED) == 1
+        assert metrics.get(PROCESSOR_REJECTED, 0) == 0
         (stored,) = stored_files(tmp_path)
         assert stored.relative_to(tmp_path / "faces").parts[0] == "edge-a"
         assert stored.read_bytes() == good
@@ -384,16 +392,16 @@ def test_forwarder_over_tls_with_device_credentials_delivers_and_impersonation_i
         camera = TestClient(edge_broker.host, edge_broker.port)
         face = synthetic_face()
         camera.publish("cam_bin", face, face_props("edge-a", seq=3))
-        wait_until(lambda: processor.metrics().get("facepipe_processor_stored_total") == 1, what="the forwarded face stored")
+        wait_until(lambda: processor.metrics().get(PROCESSOR_STORED) == 1, what="the forwarded face stored")
         wait_until(
-            lambda: forwarders["impostor"].metrics().get("facepipe_forwarder_refused_total") == 1, what="the impostor's refusal counted"
+            lambda: forwarders["impostor"].metrics().get(FORWARDER_REFUSED) == 1, what="the impostor's refusal counted"
         )
         time.sleep(1.0)
-        assert forwarders["honest"].metrics().get("facepipe_forwarder_forwarded_total") == 1
-        assert forwarders["honest"].metrics().get("facepipe_forwarder_refused_total", 0) == 0
-        assert forwarders["impostor"].metrics().get("facepipe_forwarder_forwarded_total", 0) == 0
+        assert forwarders["honest"].metrics().get(FORWARDER_FORWARDED) == 1
+        assert forwarders["honest"].metrics().get(FORWARDER_REFUSED, 0) == 0
+        assert forwarders["impostor"].metrics().get(FORWARDER_FORWARDED, 0) == 0
         metrics = processor.metrics()
-        assert metrics.get("facepipe_processor_received_total") == 1
+        assert metrics.get(PROCESSOR_RECEIVED) == 1
         (stored,) = stored_files(tmp_path)
         assert stored.read_bytes() == face
         meta = FaceMeta.from_storage_metadata(json.loads(stored.with_name(stored.name + ".json").read_text()))

@@ -11,6 +11,7 @@ import pytest
 from facepipe import contract
 from facepipe.config import BrokerSettings, CommonSettings, DetectorSettings, StatusSettings
 from facepipe.contract import Status
+from facepipe.metric_names import PROCESSOR_RECEIVED
 from facepipe_dev.brokers import MosquittoBroker
 from facepipe_dev.components import ComponentProcess
 from facepipe_dev.mqtt import TestClient
@@ -127,4 +128,4 @@ def test_a_device_posing_as_another_in_its_status_is_counted_and_ignored(rig: Ri
     assert metrics.get('facepipe_fleet_status_rejected_total{reason="device_mismatch"}') == 1
     assert metrics.get('facepipe_fleet_status_rejected_total{reason="bad_status"}') == 1
     assert fleet(processor, "up", device="edge-a", component="camera") is None
-    assert metrics.get("facepipe_processor_received_total", 0) == 0, "a status is not a face"
+    assert metrics.get(PROCESSOR_RECEIVED, 0) == 0, "a status is not a face"

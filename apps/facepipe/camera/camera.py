@@ -22,6 +22,7 @@ from facepipe.camera.sources import Frame, FrameSource, SourceError, classify, w
 from facepipe.camera.track import Candidate, Tracker, quality
 from facepipe.config import CameraSettings, redact_url
 from facepipe.contract import CONTENT_TYPES, Capture, FaceMeta
+from facepipe.metric_names import CAMERA_FACES_DETECTED, CAMERA_FACES_PUBLISHED, CAMERA_FRAMES, CAMERA_FRAMES_DROPPED
 from facepipe.mqtt import AckTracker, BrokerLink, client_id
 from facepipe.observe import counted
 from facepipe.service import Component
@@ -80,16 +81,14 @@ class Camera(Component):
             else None
         )
         reg = self.registry
-        self.frames = Counter("facepipe_camera_frames_total", "frames analysed", registry=reg)
+        self.frames = Counter(CAMERA_FRAMES, "frames analysed", registry=reg)
         self.skipped = Counter(
             "facepipe_camera_frames_skipped_total",
             "frames not analysed, by reason: no_motion (motion gate), stable (tracked faces stable, FACEPIPE_STABLE_MAX_FPS)",
             ["reason"],
             registry=reg,
         )
-        self.frames_dropped = Gauge(
-            "facepipe_camera_frames_dropped", "frames skipped because the detector was busy (this run)", registry=reg
-        )
+        self.frames_dropped = Gauge(CAMERA_FRAMES_DROPPED, "frames skipped because the detector was busy (this run)", registry=reg)
         self.scene_changes = Counter(
             "facepipe_camera_scene_changes_total",
             "frames that started a new scene (a cut, each image of a folder): tracks end",
@@ -100,8 +99,8 @@ class Camera(Component):
             "frames searched at full resolution (each still image, every FACEPIPE_FULL_DETECT_SECONDS of a video)",
             registry=reg,
         )
-        self.detected = Counter("facepipe_camera_faces_detected_total", "faces detected", registry=reg)
-        self.published = Counter("facepipe_camera_faces_published_total", "faces accepted by the edge broker", registry=reg)
+        self.detected = Counter(CAMERA_FACES_DETECTED, "faces detected", registry=reg)
+        self.published = Counter(CAMERA_FACES_PUBLISHED, "faces accepted by the edge broker", registry=reg)
         self.dropped = Counter("facepipe_camera_faces_dropped_total", "faces not delivered, by reason", ["reason"], registry=reg)
         for reason in DROP_REASONS:  # at 0 from the start, so the first drops show in increase()
             self.dropped.labels(reason)
