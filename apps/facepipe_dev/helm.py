@@ -338,6 +338,9 @@ _QUANTITY_FACTORS = {
 
 # The forwarder's spool drops whole segments of this size (face-edge reads it from files/spool.json, generated).
 SPOOL_SEGMENT_BYTES = SEGMENT_BYTES
+# face-edge's derived spool limit takes this share of forwarder.spool.size, less one segment (the chart reads it from
+# files/spool.json, generated from here).
+SPOOL_VOLUME_SHARE = 0.9
 
 
 def broker_access(docs: Iterable[Mapping[str, Any]], users: Sequence[str]) -> dict[str, Any]:
@@ -374,10 +377,10 @@ def quantity_bytes(quantity: str | int | float) -> int:
 
 
 def spool_max_bytes(spool: Mapping[str, Any]) -> int:
-    """face-edge's FACEPIPE_SPOOL_MAX_BYTES: forwarder.spool.maxBytes, or 90% of size less one segment."""
+    """face-edge's FACEPIPE_SPOOL_MAX_BYTES: forwarder.spool.maxBytes, or SPOOL_VOLUME_SHARE of size less one segment."""
     if spool["maxBytes"]:
         return int(spool["maxBytes"])
-    return int(quantity_bytes(spool["size"]) * 0.9) - SPOOL_SEGMENT_BYTES
+    return int(quantity_bytes(spool["size"]) * SPOOL_VOLUME_SHARE) - SPOOL_SEGMENT_BYTES
 
 
 # --- the apps' view of a rendered container's env (facepipe <component> --check-config) --------------

@@ -117,13 +117,14 @@ python -m facepipe_dev.generate; a test fails when it is stale). The spool drops
 {{- (.Files.Get "files/spool.json" | fromJson).segmentBytes | int64 -}}
 {{- end -}}
 
-{{/* FACEPIPE_SPOOL_MAX_BYTES: spool.maxBytes, or 90% of spool.size less one spool segment. The chart derives it, the forwarder reads it. */}}
+{{/* FACEPIPE_SPOOL_MAX_BYTES: spool.maxBytes, or volumeShare (files/spool.json) of spool.size less one spool segment. The chart derives it, the forwarder reads it. */}}
 {{- define "face-edge.spool.maxBytes" -}}
 {{- if .Values.forwarder.spool.maxBytes -}}
 {{- .Values.forwarder.spool.maxBytes | int64 -}}
 {{- else -}}
 {{- $size := include "facepipe.bytes" .Values.forwarder.spool.size | float64 -}}
-{{- sub (mulf $size 0.9 | floor | int64) (include "face-edge.spool.segmentBytes" . | int64) -}}
+{{- $share := (.Files.Get "files/spool.json" | fromJson).volumeShare | float64 -}}
+{{- sub (mulf $size $share | floor | int64) (include "face-edge.spool.segmentBytes" . | int64) -}}
 {{- end -}}
 {{- end -}}
 
