@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 import sys
 import tempfile
 import time
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import psutil
 
-from bench import accuracy, bridge, dedup, detector, gallery, pipeline
+from bench import accuracy, bridge, dedup, detector, gallery, gitops, pipeline
 from bench.report import Report, Row, machine, versions
 from bench.support import Context, find_model_dir
 from facepipe import mqtt_properties
@@ -30,6 +31,7 @@ BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
     "bridge": bridge.run,
     "dedup": dedup.run,
     "gallery": gallery.run,
+    "gitops": gitops.run,
 }
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "RESULTS.md"
 # The hand-written reading of the figures (what limits each missed target), appended to the results.
@@ -72,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     selected = [name for name in BENCHMARKS if not args.only or name in args.only.split(",")]
     started = time.monotonic()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)  # a SIGTERM (a CI timeout, kill) still stops what the benchmarks started
+
+    signal.signal(signal.SIGTERM, on_signal)
     report = Report(argv=shlex.join(sys.argv[1:] if argv is None else argv))
     with tempfile.TemporaryDirectory(prefix="facepipe-bench-") as tmp:
         workdir = args.workdir or Path(tmp)
