@@ -211,6 +211,13 @@ class DetectorSettings:
         "for the FACEPIPE_DETECT_WIDTH copy; each image of a folder gets one (0: never, the copy only)",
         check=non_negative,
     )
+    full_detect_width: int = setting(
+        480,
+        "FACEPIPE_FULL_DETECT_WIDTH",
+        "widest copy a video's full pass searches (never upscaled; 0: the frame's own resolution); "
+        "each image of a folder is searched at its own resolution",
+        check=Limits(0, 7680),
+    )
     confirm_below: float = setting(
         0.7,
         "FACEPIPE_CONFIRM_BELOW",

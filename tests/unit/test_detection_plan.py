@@ -1,9 +1,12 @@
-"""The detection plan: which frames get the full-resolution pass, and how tracks of faces only that pass finds live on."""
+"""The detection plan: which frames get the full pass and at what width, which detections get the second look, and how tracks of faces only that pass finds live on."""
+
+from pathlib import Path
 
 import numpy as np
 
-from facepipe.camera.detect import Detection, FullPasses, downscale
+from facepipe.camera.detect import Detection, FullPasses, YuNetDetector, create_detector, downscale
 from facepipe.camera.track import Candidate, Tracker
+from facepipe.config import DetectorSettings
 
 
 def test_a_video_gets_a_full_pass_first_then_one_per_period_on_its_own_timeline() -> None:
@@ -57,3 +60,36 @@ def test_a_face_the_downscaled_pass_sees_ends_after_a_second_unseen_as_before() 
     tracker.update([candidate(100, 0)], 0.0, full=False)
     tracker.update([], 1.2, full=False)
     assert tracker.tracks == []
+
+
+def test_a_still_image_gets_its_full_pass_at_its_own_resolution_a_video_at_most_the_video_width() -> None:
+    plan = FullPasses(4.0, video_width=480)
+    assert plan.width(still=True) == 0
+    assert plan.width(still=False) == 480
+    assert FullPasses(4.0).width(still=False) == 0  # FACEPIPE_FULL_DETECT_WIDTH=0: the frame as it is
+
+
+def test_a_video_full_pass_searches_a_bounded_copy_and_never_upscales(model_dir: Path) -> None:
+    detector = yunet(model_dir)
+    detector.detect(np.zeros((360, 640, 3), np.uint8), full=True, full_width=480)
+    assert detector.input_size == (480, 270)
+    detector.detect(np.zeros((360, 640, 3), np.uint8), full=True, full_width=0)
+    assert detector.input_size == (640, 360)
+    detector.detect(np.zeros((240, 320, 3), np.uint8), full=True, full_width=480)
+    assert detector.input_size == (320, 240)
+
+
+def test_an_unsure_detection_gets_the_second_look_unless_it_is_on_a_tracked_face(model_dir: Path) -> None:
+    detector = yunet(model_dir)
+    blank = np.full((360, 640, 3), 128, np.uint8)  # nothing there: the second look cannot find a face
+    box = (300, 150, 40, 48)
+    assert detector.unconfirmed(blank, box, 0.55, known=())
+    assert detector.unconfirmed(blank, box, 0.55, known=[(600, 300, 30, 30)])  # a track elsewhere does not vouch for it
+    assert not detector.unconfirmed(blank, box, 0.55, known=[(304, 152, 40, 46)])  # confirmed when its track started
+    assert not detector.unconfirmed(blank, box, 0.75, known=())  # sure enough: no second look
+
+
+def yunet(model_dir: Path) -> YuNetDetector:
+    detector = create_detector(DetectorSettings(model_dir=str(model_dir)))
+    assert isinstance(detector, YuNetDetector)
+    return detector

@@ -68,7 +68,7 @@ class Camera(Component):
         self.lock = threading.Lock()
         self.acks: AckTracker[int] = AckTracker(lambda _seq: self._published(), lambda seq, reason: self._drop("refused", seq, str(reason)))
         self.source_open = threading.Event()
-        self.full_passes = FullPasses(settings.detect.full_detect_seconds)
+        self.full_passes = FullPasses(settings.detect.full_detect_seconds, settings.detect.full_detect_width)
         self.tracker = (
             Tracker(settings.track_republish_seconds, full_pass_seconds=settings.detect.full_detect_seconds)
             if settings.publish_policy == "track"
@@ -210,7 +210,8 @@ class Camera(Component):
             return
         full = self.full_passes.due(frame.timestamp, frame.still)
         started = time.perf_counter()
-        detections = self.detector.detect(frame.image, full)
+        known = self.tracker.boxes() if self.tracker is not None else ()
+        detections = self.detector.detect(frame.image, full, self.full_passes.width(frame.still), known)
         self.detect_seconds.observe(time.perf_counter() - started)
         self.frames.inc()
         self.detected.inc(len(detections))

@@ -1,14 +1,16 @@
 """Face detectors: YuNet (cv2.FaceDetectorYN, the default) and the original system's Haar cascade.
 
 Both run on a downscaled copy of the frame (FACEPIPE_DETECT_WIDTH) or, when the camera asks for a
-full pass (`full=True`: each still image, every FACEPIPE_FULL_DETECT_SECONDS of a video), on the frame as it
-is, and return boxes in source-frame pixels. YuNet's unsure detections (scored below
-FACEPIPE_CONFIRM_BELOW) get a second look (`SecondLook`) before they count.
+full pass (`full=True`: each still image, every FACEPIPE_FULL_DETECT_SECONDS of a video), on a copy at most
+`full_width` wide (0: the frame as it is; FullPasses.width), and return boxes in source-frame pixels.
+YuNet's unsure detections (scored below FACEPIPE_CONFIRM_BELOW) get a second look (`SecondLook`) before
+they count, unless they are on a face the camera already tracks (`known`).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -38,11 +40,15 @@ class Detection:
     score: float
 
 
+Box = tuple[int, int, int, int]
+
+
 class Detector(Protocol):
     name: str
 
-    def detect(self, frame: np.ndarray, full: bool = False) -> list[Detection]:
-        """Faces in `frame`; with `full`, searched at the frame's own resolution instead of the downscaled copy."""
+    def detect(self, frame: np.ndarray, full: bool = False, full_width: int = 0, known: Sequence[Box] = ()) -> list[Detection]:
+        """Faces in `frame`; with `full`, searched on a copy at most `full_width` wide (0: the frame's own resolution)
+        instead of the downscaled copy. `known`: boxes of faces already confirmed (tracked), which need no second look."""
         ...
 
 
@@ -121,9 +127,9 @@ class YuNetDetector:
         self.input_size = (320, 320)
         self.second_look = SecondLook(model_path) if confirm_below > score_threshold else None
 
-    def detect(self, frame: np.ndarray, full: bool = False) -> list[Detection]:
+    def detect(self, frame: np.ndarray, full: bool = False, full_width: int = 0, known: Sequence[Box] = ()) -> list[Detection]:
         bgr = as_bgr(frame)
-        small, back = downscale(bgr, 0 if full else self.detect_width)
+        small, back = downscale(bgr, full_width if full else self.detect_width)
         size = (small.shape[1], small.shape[0])
         if size != self.input_size:
             self.model.setInputSize(size)
@@ -135,10 +141,18 @@ class YuNetDetector:
             if min(bbox[2], bbox[3]) < max(1, self.min_face):
                 continue
             score = float(min(1.0, max(0.0, row[-1])))
-            if self.second_look is not None and score < self.confirm_below and not self.second_look.confirms(bgr, bbox):
+            if self.unconfirmed(bgr, bbox, score, known):
                 continue
             found.append(Detection(bbox, score))
         return found
+
+    def unconfirmed(self, bgr: np.ndarray, bbox: Box, score: float, known: Sequence[Box]) -> bool:
+        """An unsure detection that is not on a tracked face and that the second look does not find again."""
+        if self.second_look is None or score >= self.confirm_below:
+            return False
+        if any(iou(bbox, box) >= SECOND_LOOK_IOU for box in known):  # confirmed when its track started
+            return False
+        return not self.second_look.confirms(bgr, bbox)
 
 
 class HaarDetector:
@@ -152,8 +166,8 @@ class HaarDetector:
         if self.cascade.empty():
             raise models.ModelError(f"OpenCV could not load the cascade {model_path}")
 
-    def detect(self, frame: np.ndarray, full: bool = False) -> list[Detection]:
-        small, back = downscale(frame, 0 if full else self.detect_width)
+    def detect(self, frame: np.ndarray, full: bool = False, full_width: int = 0, known: Sequence[Box] = ()) -> list[Detection]:
+        small, back = downscale(frame, full_width if full else self.detect_width)
         grey = small if small.ndim == 2 else cv2.cvtColor(small, cv2.COLOR_BGRA2GRAY if small.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
         boxes = self.cascade.detectMultiScale(grey, HAAR_SCALE_FACTOR, HAAR_MIN_NEIGHBORS)
         found = []
@@ -165,15 +179,24 @@ class HaarDetector:
 
 
 class FullPasses:
-    """Which analysed frames are searched at full resolution: every still image (a folder of photos), and
+    """Which analysed frames get the full pass: every still image (a folder of photos), and
     on a video its first frame, then one every `period` seconds of the source's timeline (0: none).
 
     A cut in a video does not add one: an edited clip cuts every few seconds, a live camera hardly
-    ever, and the periodic pass finds a new shot's small faces within `period` either way."""
+    ever, and the periodic pass finds a new shot's small faces within `period` either way.
 
-    def __init__(self, period: float) -> None:
+    A still image is searched at its own resolution; a video's pass at most `video_width` wide (0: its
+    own resolution): on a 640-px video a 480-px pass finds most of the faces of 20 px and more that the
+    640-px one adds to the 320-px copy, for a third of its extra cost (bench 1)."""
+
+    def __init__(self, period: float, video_width: int = 0) -> None:
         self.period = period
+        self.video_width = video_width
         self.last = -math.inf
+
+    def width(self, still: bool) -> int:
+        """The widest copy a full pass of this frame searches (0: the frame as it is; never upscaled)."""
+        return 0 if still else self.video_width
 
     def due(self, timestamp: float, still: bool) -> bool:
         if not self.period:

@@ -71,6 +71,10 @@ class Tracker:
         """Faces are in view (tracked) and none has appeared for `after_seconds`."""
         return bool(self.tracks) and now - self.last_started >= after_seconds
 
+    def boxes(self) -> list[tuple[int, int, int, int]]:
+        """Where the tracked faces were last seen."""
+        return [track.bbox for track in self.tracks]
+
     def update(self, candidates: list[Candidate], now: float, full: bool = False) -> list[tuple[int, Candidate]]:
         """Match this frame's candidates (`full`: found by a full-resolution pass); return (track id, crop) pairs to publish now."""
         out: list[tuple[int, Candidate]] = []
