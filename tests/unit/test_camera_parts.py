@@ -2,6 +2,7 @@
 
 import logging
 import threading
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 
 from facepipe import contract
 from facepipe.camera.camera import Camera, crop_box, within_pixel_limit
-from facepipe.camera.detect import Detection, downscale, to_source
+from facepipe.camera.detect import Box, Detection, downscale, to_source
 from facepipe.camera.sources import Frame, LatestFrameSlot, SourceError, classify, open_reader
 from facepipe.config import CameraSettings
 from facepipe.contract import FaceMeta
@@ -112,7 +113,7 @@ class OneFace:
 
     name = "one-face"
 
-    def detect(self, frame: np.ndarray, full: bool = False) -> list[Detection]:
+    def detect(self, frame: np.ndarray, full: bool = False, full_width: int = 0, known: Sequence[Box] = ()) -> list[Detection]:
         return [Detection((100, 100, 60, 60), 0.9)]
 
 

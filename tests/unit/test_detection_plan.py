@@ -72,11 +72,11 @@ def test_a_still_image_gets_its_full_pass_at_its_own_resolution_a_video_at_most_
 def test_a_video_full_pass_searches_a_bounded_copy_and_never_upscales(model_dir: Path) -> None:
     detector = yunet(model_dir)
     detector.detect(np.zeros((360, 640, 3), np.uint8), full=True, full_width=480)
-    assert detector.input_size == (480, 270)
+    assert detector.full_pass.input_size == (480, 270)
     detector.detect(np.zeros((360, 640, 3), np.uint8), full=True, full_width=0)
-    assert detector.input_size == (640, 360)
+    assert detector.full_pass.input_size == (640, 360)
     detector.detect(np.zeros((240, 320, 3), np.uint8), full=True, full_width=480)
-    assert detector.input_size == (320, 240)
+    assert detector.full_pass.input_size == (320, 240)
 
 
 def test_an_unsure_detection_gets_the_second_look_unless_it_is_on_a_tracked_face(model_dir: Path) -> None:

@@ -3,13 +3,14 @@ of an earlier one is published as the new face it is."""
 
 import logging
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from facepipe.camera.camera import Camera
-from facepipe.camera.detect import Detection
+from facepipe.camera.detect import Box, Detection
 from facepipe.camera.scene import SceneCuts
 from facepipe.camera.sources import Frame, FrameSource, LatestFrameSlot
 from facepipe.config import CameraSettings
@@ -61,7 +62,7 @@ class SamePlace:
 
     name = "same-place"
 
-    def detect(self, frame: np.ndarray, full: bool = False) -> list[Detection]:
+    def detect(self, frame: np.ndarray, full: bool = False, full_width: int = 0, known: Sequence[Box] = ()) -> list[Detection]:
         return [Detection((100, 100, 60, 60), 0.9)]
 
 

@@ -88,6 +88,24 @@ def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     return w * h / union if union > 0 else 0.0
 
 
+class YuNetModel:
+    """cv2.FaceDetectorYN, told each new input size: rows of x, y, w, h, 10 landmark coordinates, score.
+
+    A new size reshapes the whole network (milliseconds), so each pass that switches sizes keeps its own."""
+
+    def __init__(self, model_path: Path, score_threshold: float, top_k: int) -> None:
+        self.input_size = (320, 320)
+        self.model = cv2.FaceDetectorYN.create(str(model_path), "", self.input_size, score_threshold, YUNET_NMS_THRESHOLD, top_k)
+
+    def detect(self, image: np.ndarray) -> np.ndarray | tuple[()]:
+        size = (image.shape[1], image.shape[0])
+        if size != self.input_size:
+            self.model.setInputSize(size)
+            self.input_size = size
+        _, faces = self.model.detect(image)
+        return faces if faces is not None else ()
+
+
 class SecondLook:
     """Confirms an unsure detection: the model searches the face's neighbourhood again, cut from the
     full-resolution frame and scaled to SECOND_LOOK_SIDE pixels, and must find the face there.
@@ -96,8 +114,7 @@ class SecondLook:
     (bench 1b measures what it costs in recall). A few hundred microseconds per unsure detection."""
 
     def __init__(self, model_path: Path) -> None:
-        self.model = cv2.FaceDetectorYN.create(str(model_path), "", (SECOND_LOOK_SIDE, SECOND_LOOK_SIDE), 0.05, YUNET_NMS_THRESHOLD, 50)
-        self.input_size = (SECOND_LOOK_SIDE, SECOND_LOOK_SIDE)
+        self.model = YuNetModel(model_path, 0.05, 50)
 
     def confirms(self, bgr: np.ndarray, bbox: tuple[int, int, int, int]) -> bool:
         x, y, w, h = bbox
@@ -107,12 +124,8 @@ class SecondLook:
         scale = SECOND_LOOK_SIDE / max(1, x1 - x0, y1 - y0)
         size = (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale)))
         near = cv2.resize(bgr[y0:y1, x0:x1], size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-        if size != self.input_size:
-            self.model.setInputSize(size)
-            self.input_size = size
-        _, faces = self.model.detect(near)
         target = ((x - x0) * scale, (y - y0) * scale, w * scale, h * scale)
-        rows = faces if faces is not None else ()
+        rows = self.model.detect(near)
         return any(row[-1] >= SECOND_LOOK_SCORE and iou(tuple(row[:4]), target) >= SECOND_LOOK_IOU for row in rows)
 
 
@@ -123,20 +136,15 @@ class YuNetDetector:
         self.detect_width = detect_width
         self.min_face = min_face
         self.confirm_below = confirm_below
-        self.model = cv2.FaceDetectorYN.create(str(model_path), "", (320, 320), score_threshold, YUNET_NMS_THRESHOLD, 5000)
-        self.input_size = (320, 320)
+        self.copy_pass = YuNetModel(model_path, score_threshold, 5000)
+        self.full_pass = YuNetModel(model_path, score_threshold, 5000)  # other sizes: the copy's network is not reshaped twice
         self.second_look = SecondLook(model_path) if confirm_below > score_threshold else None
 
     def detect(self, frame: np.ndarray, full: bool = False, full_width: int = 0, known: Sequence[Box] = ()) -> list[Detection]:
         bgr = as_bgr(frame)
         small, back = downscale(bgr, full_width if full else self.detect_width)
-        size = (small.shape[1], small.shape[0])
-        if size != self.input_size:
-            self.model.setInputSize(size)
-            self.input_size = size
-        _, faces = self.model.detect(small)
         found = []
-        for row in faces if faces is not None else ():
+        for row in (self.full_pass if full else self.copy_pass).detect(small):
             bbox = to_source(row[:4], back, frame.shape)
             if min(bbox[2], bbox[3]) < max(1, self.min_face):
                 continue
