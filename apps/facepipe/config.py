@@ -212,7 +212,7 @@ class DetectorSettings:
         check=non_negative,
     )
     full_detect_width: int = setting(
-        480,
+        640,
         "FACEPIPE_FULL_DETECT_WIDTH",
         "widest copy a video's full pass searches (never upscaled; 0: the frame's own resolution); "
         "each image of a folder is searched at its own resolution",
