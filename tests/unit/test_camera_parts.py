@@ -15,6 +15,7 @@ from facepipe.camera.sources import Frame, LatestFrameSlot, SourceError, classif
 from facepipe.config import CameraSettings
 from facepipe.contract import FaceMeta
 from facepipe.logger import SeqTracker
+from facepipe_dev.paths import VIDEO
 
 
 def test_crop_box_adds_margin_and_clips() -> None:
@@ -57,6 +58,33 @@ def test_latest_frame_slot_keeps_newest_and_counts_drops() -> None:
     assert slot.take(timeout=0.01) is None
     slot.end()
     assert slot.ended
+
+
+def test_latest_frame_slot_hands_back_only_a_frame_nobody_took() -> None:
+    slot = LatestFrameSlot()
+    first, second = np.zeros((2, 2, 3), np.uint8), np.ones((2, 2, 3), np.uint8)
+    assert slot.put(Frame(0, first, 0.0, 0.0)) is None
+    assert slot.put(Frame(1, second, 0.0, 0.1)) is first  # frame 0 was dropped: its array may be read into
+    taken = slot.take(timeout=0.1)
+    assert taken is not None and taken.image is second
+    assert slot.put(Frame(2, first, 0.0, 0.2)) is None  # the camera holds frame 1: never handed back
+
+
+def test_a_video_decodes_into_a_handed_back_array() -> None:
+    reader = open_reader(str(VIDEO))
+    try:
+        first = reader.read()
+        assert first is not None
+        expected = first.copy()
+        reader.close()
+        reader = open_reader(str(VIDEO))
+        again = reader.read(into=np.zeros_like(first))
+        assert again is not None and np.array_equal(again, expected)
+        spare = again
+        following = reader.read(into=spare)
+        assert following is spare  # same shape: no new array
+    finally:
+        reader.close()
 
 
 def test_latest_frame_slot_wakes_a_waiting_consumer() -> None:

@@ -34,7 +34,7 @@ class SceneCuts:
         previous, self.previous = self.previous, current
         if previous is None or previous.shape != current.shape:
             return True
-        return float(cv2.absdiff(previous, current).mean()) >= self.threshold
+        return cv2.norm(previous, current, cv2.NORM_L1) / current.size >= self.threshold  # mean absolute difference
 
     def reset(self) -> None:
         """The next frame starts a scene (the source was opened again)."""

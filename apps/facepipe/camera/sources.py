@@ -46,8 +46,9 @@ class FrameReader(Protocol):
     fps: float
     stills: bool  # every frame is an image of its own (a folder of photos), not a moment of one scene
 
-    def read(self) -> np.ndarray | None:
-        """The next frame, or None when the source has ended (or failed)."""
+    def read(self, into: np.ndarray | None = None) -> np.ndarray | None:
+        """The next frame, or None when the source has ended (or failed); `into`, a frame nobody holds any more,
+        may be filled instead of a new array."""
 
     def close(self) -> None: ...
 
@@ -96,8 +97,8 @@ class CaptureReader:
         fps = self.capture.get(cv2.CAP_PROP_FPS)
         self.fps = fps if 0 < fps < 1000 else 30.0
 
-    def read(self) -> np.ndarray | None:
-        ok, image = self.capture.read()
+    def read(self, into: np.ndarray | None = None) -> np.ndarray | None:
+        ok, image = self.capture.read(into)
         return image if ok else None
 
     def close(self) -> None:
@@ -117,7 +118,7 @@ class DirectoryReader:
             raise SourceError(f"directory {spec} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         self._next = iter(self.paths)
 
-    def read(self) -> np.ndarray | None:
+    def read(self, into: np.ndarray | None = None) -> np.ndarray | None:
         for path in self._next:
             image = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if image is not None:
@@ -134,7 +135,8 @@ def open_reader(spec: str) -> FrameReader:
 
 
 class LatestFrameSlot:
-    """Holds only the newest frame; a frame replaced before it was taken counts as dropped."""
+    """Holds only the newest frame; a frame replaced before it was taken counts as dropped, and its
+    image (which nobody else holds) is handed back to be read into again."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
@@ -142,13 +144,15 @@ class LatestFrameSlot:
         self._ended = False
         self.dropped = 0
 
-    def put(self, frame: Frame) -> None:
+    def put(self, frame: Frame) -> np.ndarray | None:
+        """Offer `frame`; the image of the frame it replaced, if that one was never taken."""
         with self._cond:
-            if self._frame is not None:
+            replaced, self._frame = self._frame, frame
+            if replaced is not None:
                 self.dropped += 1
-                frame.new_scene = frame.new_scene or self._frame.new_scene  # a cut in a dropped frame still counts
-            self._frame = frame
+                frame.new_scene = frame.new_scene or replaced.new_scene  # a cut in a dropped frame still counts
             self._cond.notify()
+        return replaced.image if replaced is not None else None
 
     def end(self) -> None:
         with self._cond:
@@ -186,8 +190,8 @@ class FrameSource:
     def dropped(self) -> int:
         return self.slot.dropped
 
-    def _next_image(self) -> np.ndarray | None:
-        image = self.reader.read()
+    def _next_image(self, into: np.ndarray | None = None) -> np.ndarray | None:
+        image = self.reader.read(into)
         if image is None and self.loop and not self.reader.live:
             self.reader.close()
             self.reader = open_reader(self.spec)
@@ -203,11 +207,12 @@ class FrameSource:
     def _capture(self) -> None:
         period = 0.0 if self.reader.live else 1.0 / self.reader.fps
         next_due = time.monotonic()
+        spare: np.ndarray | None = None  # a dropped frame's array: decoding into it spares an allocation per frame
         while not self._stop.is_set():
-            image = self._next_image()
+            image = self._next_image(spare)
             if image is None:
                 break
-            self.slot.put(self._frame(image))
+            spare = self.slot.put(self._frame(image))
             self.frames_read += 1
             if period:
                 next_due += period
