@@ -42,7 +42,7 @@ def publisher(host: str, port: int, topic: str, crops: list[Face], qos: int = 1)
 
 def camera_setting(env_name: str) -> Any | None:
     """The settings leaf of the camera variable `env_name` (None while the camera has no such setting)."""
-    for leaf in config._leaves(config.CameraSettings):
+    for leaf in config.settings_of(config.CameraSettings):
         if env_name in leaf.env:
             return leaf
     return None

@@ -541,7 +541,9 @@ class RunSettings:
 
 
 @dataclass(frozen=True)
-class _Leaf:
+class Setting:
+    """One setting of a settings tree, flattened: where it sits, its names, type, default and limits."""
+
     path: tuple[str, ...]
     env: tuple[str, ...]
     flag: str
@@ -557,20 +559,20 @@ def _field_type(owner: type, name: str) -> Any:
     return typing.get_type_hints(owner)[name]
 
 
-def _leaves(cls: type, env_prefix: str = "", flag_prefix: str = "", path: tuple[str, ...] = (), defaults: Any = None) -> list[_Leaf]:
+def settings_of(cls: type, env_prefix: str = "", flag_prefix: str = "", path: tuple[str, ...] = (), defaults: Any = None) -> list[Setting]:
     """Flatten the settings tree; `defaults` is the instance a group's factory made (its defaults win)."""
-    out: list[_Leaf] = []
+    out: list[Setting] = []
     for f in dataclasses.fields(cls):
         kind = _field_type(cls, f.name)
         if "group" in f.metadata:
             sub_env, sub_flag = f.metadata["group"]
             flag = "-".join(p for p in (flag_prefix, sub_flag) if p)
             sub_defaults = f.default_factory() if defaults is None else getattr(defaults, f.name)  # type: ignore[misc]
-            out += _leaves(kind, env_prefix + sub_env, flag, (*path, f.name), sub_defaults)
+            out += settings_of(kind, env_prefix + sub_env, flag, (*path, f.name), sub_defaults)
             continue
         flag_name = f.name.replace("_", "-") if not flag_prefix else f"{flag_prefix}-{f.name.replace('_', '-')}"
         out.append(
-            _Leaf(
+            Setting(
                 path=(*path, f.name),
                 env=tuple(env_prefix + e for e in f.metadata["env"]),
                 flag="--" + flag_name,
@@ -585,7 +587,7 @@ def _leaves(cls: type, env_prefix: str = "", flag_prefix: str = "", path: tuple[
     return out
 
 
-def _convert(leaf: _Leaf, raw: str) -> Any:
+def _convert(leaf: Setting, raw: str) -> Any:
     if leaf.kind is bool:
         lowered = raw.strip().lower()
         if lowered in ("1", "true", "yes", "on"):
@@ -605,7 +607,7 @@ def _convert(leaf: _Leaf, raw: str) -> Any:
 
 def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     """Add one flag per setting of `cls` (values stay strings; `load` converts and checks them)."""
-    for leaf in _leaves(cls):
+    for leaf in settings_of(cls):
         extra = f" [{'|'.join(leaf.choices)}]" if leaf.choices else ""
         shown = "(secret)" if leaf.secret else repr(leaf.default)
         parser.add_argument(
@@ -622,7 +624,7 @@ def load(cls: type[T], args: argparse.Namespace | None = None, environ: Mapping[
     env = os.environ if environ is None else environ
     values: dict[tuple[str, ...], Any] = {}
     errors: list[str] = []
-    for leaf in _leaves(cls):
+    for leaf in settings_of(cls):
         raw = getattr(args, "cfg:" + ".".join(leaf.path), None) if args is not None else None
         origin = leaf.flag
         if raw is None:
@@ -660,7 +662,7 @@ def _build(cls: type[T], values: dict[tuple[str, ...], Any], path: tuple[str, ..
 def describe(settings: Any, mask_secrets: bool = True) -> dict[str, Any]:
     """The effective configuration as a dict keyed by environment variable, secrets masked."""
     out: dict[str, Any] = {}
-    for leaf in _leaves(type(settings)):
+    for leaf in settings_of(type(settings)):
         value: Any = settings
         for part in leaf.path:
             value = getattr(value, part)
@@ -685,7 +687,7 @@ def print_effective(component: str, settings: Any) -> None:
 
 def environment_names(cls: type) -> list[str]:
     """Every environment variable `cls` reads (the charts' tests check theirs against this list)."""
-    return [name for leaf in _leaves(cls) for name in leaf.env]
+    return [name for leaf in settings_of(cls) for name in leaf.env]
 
 
 __all__ = [

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from facepipe.config import Limits, _Leaf, _leaves
+from facepipe.config import Limits, Setting, settings_of
 from facepipe.spool import SEGMENT_BYTES
 from facepipe_dev import helm
 from facepipe_dev.paths import REPO
@@ -37,7 +37,7 @@ TABLE_START, TABLE_END = "<!-- config-reference:start -->", "<!-- config-referen
 # --- README configuration reference ----------------------------------------------------------------
 
 
-def allowed(leaf: _Leaf) -> str:
+def allowed(leaf: Setting) -> str:
     """What a setting accepts, in words (empty: anything of its type, or what its check function says)."""
     if leaf.choices:
         return ", ".join(leaf.choices)
@@ -47,9 +47,9 @@ def allowed(leaf: _Leaf) -> str:
 
 
 def config_table() -> str:
-    rows: dict[str, tuple[_Leaf, list[str]]] = {}
+    rows: dict[str, tuple[Setting, list[str]]] = {}
     for command, cls in COMMANDS.items():
-        for leaf in _leaves(cls):
+        for leaf in settings_of(cls):
             rows.setdefault(leaf.env[0], (leaf, []))[1].append(command)
     lines = ["| variable | flag | default | allowed | used by | meaning |", "|---|---|---|---|---|---|"]
     for name, (leaf, used) in rows.items():

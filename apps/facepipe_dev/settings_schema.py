@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 from facepipe import config
-from facepipe.config import Limits, _Leaf, _leaves
+from facepipe.config import Limits, Setting, settings_of
 from facepipe_dev.paths import REPO
 
 COMMANDS = {
@@ -44,11 +44,11 @@ BINDING = re.compile(
 )
 
 
-def settings_by_env() -> dict[str, _Leaf]:
+def settings_by_env() -> dict[str, Setting]:
     """Every setting of every command, by its (first) environment variable."""
-    out: dict[str, _Leaf] = {}
+    out: dict[str, Setting] = {}
     for cls in COMMANDS.values():
-        for leaf in _leaves(cls):
+        for leaf in settings_of(cls):
             out.setdefault(leaf.env[0], leaf)
     return out
 
@@ -74,7 +74,7 @@ def _number(value: float) -> float | int:
     return int(value) if float(value).is_integer() else value
 
 
-def schema_entry(leaf: _Leaf, integer: bool) -> dict[str, Any] | None:
+def schema_entry(leaf: Setting, integer: bool) -> dict[str, Any] | None:
     """The schema keys a setting's type and limits give its chart value; None when its limits are no data."""
     kind = "integer" if integer or leaf.kind is int else {float: "number", bool: "boolean", str: "string"}[leaf.kind]
     if leaf.kind is bool:
