@@ -18,18 +18,17 @@ import pytest
 from playwright.sync_api import expect
 
 from facepipe import contract
-from facepipe.config import BrokerSettings, CommonSettings, ProcessorSettings
 from facepipe.contract import Capture, FaceMeta, Status
 from facepipe.metric_names import PROCESSOR_STORED
 from facepipe.probe import synthetic_face
-from facepipe_dev.brokers import MosquittoBroker
-from facepipe_dev.components import ComponentProcess
-from facepipe_dev.gallery import PASSWORDS, GalleryClient, start_gallery, unreachable_store
+from facepipe_dev.components import start_ready
+from facepipe_dev.gallery import PASSWORDS, GalleryClient, start_gallery, unreachable_store, write_users
 from facepipe_dev.loadgen import LoadGenerator
 from facepipe_dev.mqtt import TestClient
 from facepipe_dev.processes import free_port, wait_until
 from facepipe_dev.rgw import RadosGateway
-from facepipe_dev.store import s3_keys
+from facepipe_dev.rig import Rig
+from facepipe_dev.store import Store
 
 PAGE_SIZE = 60  # the gallery's default page
 BUSY_DEVICE_FACES = PAGE_SIZE + 15  # more than one page
@@ -37,27 +36,24 @@ LIVE_WITHIN_SECONDS = 2.0
 
 
 class Stack:
-    """Cloud broker, processor (into an RGW bucket) and gallery (live updates on); `publish` sends faces through them."""
+    """Cloud broker, processor (into an RGW bucket) and gallery (live updates on), on the devkit's Rig;
+    `publish` sends faces through them."""
 
     def __init__(self, workdir: Path, rgw: RadosGateway) -> None:
-        self.rgw = rgw
-        self.s3 = rgw.client()
-        self.bucket = f"gallery-pages-{free_port()}"
-        self.s3.create_bucket(Bucket=self.bucket)
-        self.storage = rgw.store_settings(f"s3://{self.bucket}/faces")
-        self.started: list[Any] = []
-        self.broker = MosquittoBroker(workdir / "cloud-broker", name="cloud-broker").start()
-        self.started.append(self.broker)
-        self.cloud = BrokerSettings(host=self.broker.host, port=self.broker.port, topic="cam_bin_remote")
-        self.announcer = TestClient(self.broker.host, self.broker.port)
-        self.started.append(self.announcer)
-        processor = ProcessorSettings(common=CommonSettings(device_id="cloud"), broker=self.cloud, storage=self.storage)
-        self.processor = ComponentProcess("processor", processor, workdir, rgw.env())
-        self.started.append(self.processor)
-        self.processor.start().wait_ready()
-        self.gallery = start_gallery(workdir, self.storage, broker=self.cloud, extra_env=rgw.env())
-        self.started.append(self.gallery)
-        self.url: str = self.gallery.gallery_url  # type: ignore[attr-defined]
+        self.rig = Rig.start(workdir, store=Store.s3(rgw, f"gallery-pages-{free_port()}"))
+        try:
+            self.store = self.rig.store
+            self.s3, self.bucket = self.store.client, self.store.bucket
+            self.broker = self.rig.cloud_broker
+            self.announcer = TestClient(self.broker.host, self.broker.port)
+            self.processor = self.rig.processor()
+            port = free_port()
+            users = write_users(workdir / "gallery-users")
+            start_ready(self.processor, self.rig.gallery(users, host="127.0.0.1", port=port, secure_cookies=False, live=True))
+        except BaseException:
+            self.rig.close()
+            raise
+        self.url = f"http://127.0.0.1:{port}"
         self.published = 0
 
     def publish(self, device: str, count: int, camera: str = "load0") -> LoadGenerator:
@@ -86,11 +82,11 @@ class Stack:
         ).wait_for_publish(10)
 
     def keys(self, device: str) -> list[str]:
-        return s3_keys(self.s3, self.bucket, f"faces/{device}/")
+        return self.store.keys(f"faces/{device}/")
 
     def close(self) -> None:
-        for thing in reversed(self.started):
-            thing.close() if isinstance(thing, TestClient) else thing.stop()
+        self.announcer.close()
+        self.rig.close()
 
 
 @pytest.fixture(scope="module")
