@@ -304,6 +304,16 @@ def containers(doc: Mapping[str, Any], init: bool = True) -> list[Mapping[str, A
     return list(spec.get("initContainers", []) if init else []) + list(spec["containers"])
 
 
+def facepipe_containers(docs: Iterable[Mapping[str, Any]]) -> list[tuple[str, Mapping[str, Any]]]:
+    """Every container that runs `facepipe` from the app image, named `Kind/name/container`."""
+    out = []
+    for doc in workloads(docs):
+        for c in containers(doc):
+            if "facepipe/facepipe" in c["image"] and c.get("command") == ["facepipe"]:
+                out.append((f"{doc['kind']}/{doc['metadata']['name']}/{c['name']}", c))
+    return out
+
+
 def env_map(container: Mapping[str, Any], placeholder: str = "placeholder") -> dict[str, str]:
     """A container's env as a process would see it: `value`s as is, valueFrom as `placeholder`.
 

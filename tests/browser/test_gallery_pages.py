@@ -45,11 +45,11 @@ class Stack:
             self.store = self.rig.store
             self.s3, self.bucket = self.store.client, self.store.bucket
             self.broker = self.rig.cloud_broker
-            self.announcer = TestClient(self.broker.host, self.broker.port)
             self.processor = self.rig.processor()
             port = free_port()
             users = write_users(workdir / "gallery-users")
             start_ready(self.processor, self.rig.gallery(users, host="127.0.0.1", port=port, secure_cookies=False, live=True))
+            self.announcer = TestClient(self.broker.host, self.broker.port)  # last: nothing after it can fail
         except BaseException:
             self.rig.close()
             raise

@@ -24,7 +24,6 @@ import pytest
 
 from facepipe_dev import helm as h
 
-APP_IMAGE = "facepipe/facepipe"
 CASES = [(chart, profile) for chart in h.CHART_NAMES for profile in h.profile_ids(chart)]
 
 
@@ -33,15 +32,6 @@ def facepipe_command() -> list[str]:
     if Path(exe).is_file():
         return [exe]
     return [sys.executable, "-m", "facepipe"]
-
-
-def app_containers(docs: list[dict[str, Any]]) -> list[tuple[str, Mapping[str, Any]]]:
-    out = []
-    for doc in h.workloads(docs):
-        for c in h.containers(doc):
-            if APP_IMAGE in c["image"] and c.get("command") == ["facepipe"]:
-                out.append((f"{doc['kind']}/{doc['metadata']['name']}/{c['name']}", c))
-    return out
 
 
 def run_check_config(container: Mapping[str, Any]) -> subprocess.CompletedProcess[str]:
@@ -63,7 +53,7 @@ def _check_config(args: tuple[str, ...], rendered: tuple[tuple[str, str], ...]) 
 @pytest.mark.parametrize(("chart", "profile"), CASES, ids=[f"{c}:{p}" for c, p in CASES])
 def test_apps_accept_the_rendered_configuration(helm: h.Helm, render_cache: h.RenderCache, chart: str, profile: str) -> None:
     pytest.importorskip("facepipe.cli", reason="the facepipe CLI is not installed in this environment")
-    containers = app_containers(render_cache.get(helm, chart, profile))
+    containers = h.facepipe_containers(render_cache.get(helm, chart, profile))
     assert containers
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(lambda item: run_check_config(item[1]), containers))
@@ -85,7 +75,7 @@ def test_every_component_is_covered(helm: h.Helm, render_cache: h.RenderCache) -
     """Across the profiles, every component (and the helm test probes) is checked."""
     seen = set()
     for chart, profile in CASES:
-        for _, c in app_containers(render_cache.get(helm, chart, profile)):
+        for _, c in h.facepipe_containers(render_cache.get(helm, chart, profile)):
             seen.add(c["args"][0])
     assert seen == set(h.COMPONENT_SETTINGS)
 

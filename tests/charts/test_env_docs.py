@@ -12,7 +12,6 @@ import re
 import pytest
 
 from facepipe_dev import helm as h
-from tests.charts.test_check_config import app_containers
 
 HEADING = "## Environment the chart sets"
 NAME = re.compile(r"`([A-Z][A-Z0-9_]*[A-Z0-9*])(?:=[^`]*)?`")
@@ -27,7 +26,7 @@ def documented(chart: str) -> set[str]:
 def rendered(helm: h.Helm, render_cache: h.RenderCache, chart: str) -> set[str]:
     names: set[str] = set()
     for profile in h.profile_ids(chart):
-        for _, container in app_containers(render_cache.get(helm, chart, profile)):
+        for _, container in h.facepipe_containers(render_cache.get(helm, chart, profile)):
             names.update(env["name"] for env in container.get("env", []))
     return names
 
